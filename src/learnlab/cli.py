@@ -1,0 +1,171 @@
+"""The ``learnlab`` command line: ``list``, ``run``, ``reproduce`` and ``report``.
+
+Every user mistake is reported as one line on stderr with exit code 2; a run that diverges is
+recorded as failed and exits with code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+from rich.console import Console
+from rich.table import Table
+
+from learnlab.core.claims import format_measured
+from learnlab.core.errors import UserError
+from learnlab.core.registry import PRESETS, get_study, load_studies
+from learnlab.core.report import write_report
+from learnlab.core.runs import RunOptions, execute, prepare_run
+from learnlab.core.runtime import DEVICES
+
+VERDICT_STYLE = {"pass": "bold green", "fail": "bold red", "not-run": "yellow"}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage mistake as one line and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"learnlab: error: {message}\n")
+        raise SystemExit(2)
+
+
+def _add_run_options(parser: argparse.ArgumentParser, preset_default: str) -> None:
+    parser.add_argument("--preset", default=preset_default, help=f"one of {', '.join(PRESETS)} (default {preset_default})")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICES)} (default auto)")
+    parser.add_argument("--out", type=Path, default=Path("runs"), help="directory for run results (default runs)")
+    parser.add_argument("--force", action="store_true", help="recompute even if a finished result exists")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads; 0 keeps torch's default (default 1: fastest for the small models here)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="learnlab", description="Reproduce studies of how neural networks learn, with checked claims.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    listing = commands.add_parser("list", help="show the registered studies, their papers and claims")
+    listing.add_argument("--verbose", action="store_true", help="also show each claim's test and the quick config")
+
+    run = commands.add_parser("run", help="run one study and check its claims")
+    run.add_argument("study", help="study id (see `learnlab list`)")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config value (repeatable)")
+    _add_run_options(run, "quick")
+
+    reproduce = commands.add_parser("reproduce", help="run every study (reusing finished runs) and write the report")
+    reproduce.add_argument("--only", default="", help="comma-separated study ids to run (default: all)")
+    _add_run_options(reproduce, "quick")
+
+    report = commands.add_parser("report", help="write runs/report.html and runs/REPORT.md from finished runs")
+    report.add_argument("directory", nargs="?", type=Path, default=Path("runs"), help="runs directory (default runs)")
+    return parser
+
+
+def _options(args: argparse.Namespace, overrides: tuple[str, ...] = ()) -> RunOptions:
+    return RunOptions(
+        preset=args.preset,
+        seed=args.seed,
+        overrides=overrides,
+        device=args.device,
+        out=args.out,
+        force=args.force,
+        quiet=args.quiet,
+        threads=args.threads,
+    )
+
+
+def _verdict_table(results: dict[str, Any]) -> Table:
+    table = Table(title=f"{results['study']} ({results['preset']}, seed {results['seed']})")
+    for column in ("claim", "paper value", "measured", "test", "verdict"):
+        table.add_column(column, overflow="fold")
+    for claim in results["claims"]:
+        style = VERDICT_STYLE[claim["verdict"]]
+        table.add_row(
+            f"{claim['id']}: {claim['statement']}",
+            claim["paper_value"],
+            format_measured(claim["measured"]),
+            claim["criterion"],
+            f"[{style}]{claim['verdict']}[/{style}]",
+        )
+    return table
+
+
+def _print_results(console: Console, results: dict[str, Any], run_dir: Path) -> None:
+    console.print(_verdict_table(results))
+    how = "reused finished run" if results.get("reused") else f"finished in {results['run_seconds']:.1f} s"
+    console.print(f"{how}: {run_dir}")
+    if results["status"] != "ok":
+        console.print(f"[bold red]run failed:[/bold red] {results['reason']}")
+
+
+def _command_list(args: argparse.Namespace, console: Console) -> int:
+    for study in load_studies().values():
+        console.print(f"[bold]{study.name}[/bold]  {study.title}")
+        console.print(f"  paper: {study.paper}")
+        if study.summary:
+            console.print(f"  {study.summary}")
+        for claim in study.claims:
+            console.print(f"  - {claim.id}: {claim.statement} [dim]({claim.source}; paper: {claim.paper_value})[/dim]")
+            if args.verbose:
+                console.print(f"      test: {claim.criterion()}")
+        if args.verbose:
+            console.print(f"  quick config: {study.config('quick')}")
+        console.print()
+    return 0
+
+
+def _command_run(args: argparse.Namespace, console: Console) -> int:
+    study = get_study(args.study)
+    options = _options(args, tuple(args.overrides))
+    prepared = prepare_run(study, options)
+    results = execute(study, options)
+    _print_results(console, results, prepared.run_dir)
+    return 0 if results["status"] == "ok" else 1
+
+
+def _command_reproduce(args: argparse.Namespace, console: Console) -> int:
+    studies = load_studies()
+    names = [name.strip() for name in args.only.split(",") if name.strip()] or list(studies)
+    unknown = [name for name in names if name not in studies]
+    if unknown:
+        raise UserError(f"unknown study {unknown[0]!r}; valid studies: {', '.join(studies)}")
+    options = _options(args)
+    failed = 0
+    for name in names:
+        console.rule(f"{name} ({options.preset})")
+        results = execute(studies[name], options)
+        _print_results(console, results, prepare_run(studies[name], options).run_dir)
+        failed += results["status"] != "ok"
+    html_path, markdown_path = write_report(args.out, list(studies))
+    console.print(f"report: {html_path} and {markdown_path}")
+    return 1 if failed else 0
+
+
+def _command_report(args: argparse.Namespace, console: Console) -> int:
+    if not args.directory.is_dir():
+        raise UserError(f"runs directory {args.directory} does not exist")
+    html_path, markdown_path = write_report(args.directory, list(load_studies()))
+    console.print(f"report: {html_path} and {markdown_path}")
+    return 0
+
+
+COMMANDS = {"list": _command_list, "run": _command_run, "reproduce": _command_reproduce, "report": _command_report}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console()
+    try:
+        return COMMANDS[args.command](args, console)
+    except UserError as error:
+        sys.stderr.write(f"learnlab: error: {error}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("learnlab: interrupted; finished stages are kept and the next run resumes\n")
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,18 @@
+"""The shared core: configs and presets, claims, run directories, the report, errors."""
+
+from learnlab.core.claims import Claim, at_least, at_most, is_true, within
+from learnlab.core.errors import DivergenceError, UserError
+from learnlab.core.registry import Study
+from learnlab.core.runs import RunContext
+
+__all__ = [
+    "Claim",
+    "DivergenceError",
+    "RunContext",
+    "Study",
+    "UserError",
+    "at_least",
+    "at_most",
+    "is_true",
+    "within",
+]

@@ -1,0 +1,142 @@
+"""The report: every claim's paper value, measured value and verdict, then a section per study.
+
+``write_report(runs_dir)`` writes ``REPORT.md`` (figures linked) and ``report.html``
+(self-contained, figures embedded as base64) into ``runs_dir``. The latest finished run of each
+(study, preset) pair is reported.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from learnlab.core.claims import format_measured
+from learnlab.core.io import read_json, write_text
+from learnlab.core.registry import PRESETS
+from learnlab.core.runs import RESULTS_FILE
+
+VERDICT_MARK = {"pass": "PASS", "fail": "FAIL", "not-run": "NOT RUN"}
+VERDICT_COLOR = {"pass": "#1b7f3b", "fail": "#b3261e", "not-run": "#8a6d00"}
+
+
+def collect_runs(runs_dir: Path, study_order: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Latest ``results.json`` per (study, preset) under ``runs_dir``, in registry then preset order."""
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    for path in sorted(Path(runs_dir).glob(f"*/*/{RESULTS_FILE}")):
+        try:
+            results = read_json(path)
+        except ValueError:
+            continue
+        results["run_dir"] = str(path.parent.relative_to(runs_dir))
+        key = (results.get("study", ""), results.get("preset", ""))
+        if key not in latest or results.get("finished_at", "") > latest[key].get("finished_at", ""):
+            latest[key] = results
+
+    def order(key: tuple[str, str]) -> tuple[int, str, int]:
+        study, preset = key
+        rank = study_order.index(study) if study in study_order else len(study_order)
+        return (rank, study, PRESETS.index(preset) if preset in PRESETS else len(PRESETS))
+
+    return [latest[key] for key in sorted(latest, key=order)]
+
+
+def _scalar_measurements(measured: dict[str, Any]) -> list[tuple[str, Any]]:
+    return [(name, value) for name, value in measured.items() if isinstance(value, (int, float, bool, str))]
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def render_markdown(runs: list[dict[str, Any]], generated: str) -> str:
+    lines = ["# learnlab report", "", f"Generated {generated}.", ""]
+    if not runs:
+        return "\n".join(lines + ["No finished runs found.", ""])
+    lines += [
+        "| study | preset | claim | paper value (source) | measured | test | verdict |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for run in runs:
+        for claim in run["claims"]:
+            lines.append(
+                f"| {run['study']} | {run['preset']} | {claim['id']}: {claim['statement']} | "
+                f"{claim['paper_value']} ({claim['source']}) | {format_measured(claim['measured'])} | "
+                f"`{claim['criterion']}` | **{VERDICT_MARK[claim['verdict']]}** |"
+            )
+    for run in runs:
+        lines += ["", f"## {run['study']} ({run['preset']}): {run['title']}", "", f"*{run['paper']}*", ""]
+        lines.append(
+            f"Run `{run['run_dir']}`, seed {run['seed']}, {run['run_seconds']:.1f} s on "
+            f"{run['environment']['device']} ({run['environment']['threads']} threads); status **{run['status']}**"
+            + (f": {run['reason']}" if run.get("reason") else "")
+        )
+        lines += ["", "| measured | value |", "|---|---|"]
+        lines += [f"| {name} | {_format_value(value)} |" for name, value in _scalar_measurements(run["measured"])]
+        for figure in run.get("figures", []):
+            lines += ["", f"![{figure}]({run['run_dir']}/figures/{figure})"]
+    return "\n".join(lines) + "\n"
+
+
+def _embedded_image(path: Path) -> str:
+    if not path.exists():
+        return f"<p>missing figure {html.escape(path.name)}</p>"
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(path.name)}"><figcaption>{html.escape(path.name)}</figcaption></figure>'
+
+
+def render_html(runs: list[dict[str, Any]], runs_dir: Path, generated: str) -> str:
+    esc = html.escape
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>learnlab report</title><style>",
+        "body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}",
+        "table{border-collapse:collapse;margin:1em 0;font-size:0.9em}td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top}",
+        "th{background:#f3f3f3}code{font-size:0.9em}img{max-width:100%;border:1px solid #ddd}figure{margin:1em 0}",
+        ".verdict{font-weight:bold;color:white;padding:2px 6px;border-radius:3px;white-space:nowrap}",
+        "</style></head><body>",
+        f"<h1>learnlab report</h1><p>Generated {esc(generated)}.</p>",
+    ]
+    if not runs:
+        parts.append("<p>No finished runs found.</p>")
+    else:
+        parts.append("<table><tr><th>study</th><th>preset</th><th>claim</th><th>paper value (source)</th><th>measured</th><th>test</th><th>verdict</th></tr>")
+        for run in runs:
+            for claim in run["claims"]:
+                color = VERDICT_COLOR[claim["verdict"]]
+                parts.append(
+                    f"<tr><td>{esc(run['study'])}</td><td>{esc(run['preset'])}</td>"
+                    f"<td><b>{esc(claim['id'])}</b>: {esc(claim['statement'])}</td>"
+                    f"<td>{esc(claim['paper_value'])} <i>({esc(claim['source'])})</i></td>"
+                    f"<td>{esc(format_measured(claim['measured']))}</td><td><code>{esc(claim['criterion'])}</code></td>"
+                    f"<td><span class='verdict' style='background:{color}'>{VERDICT_MARK[claim['verdict']]}</span></td></tr>"
+                )
+        parts.append("</table>")
+    for run in runs:
+        parts.append(f"<h2>{esc(run['study'])} ({esc(run['preset'])}): {esc(run['title'])}</h2><p><i>{esc(run['paper'])}</i></p>")
+        reason = f": {esc(run['reason'])}" if run.get("reason") else ""
+        parts.append(
+            f"<p>Run <code>{esc(run['run_dir'])}</code>, seed {run['seed']}, {run['run_seconds']:.1f} s on "
+            f"{esc(run['environment']['device'])} ({run['environment']['threads']} threads); status <b>{esc(run['status'])}</b>{reason}</p>"
+        )
+        parts.append("<table><tr><th>measured</th><th>value</th></tr>")
+        parts += [f"<tr><td>{esc(name)}</td><td>{esc(_format_value(value))}</td></tr>" for name, value in _scalar_measurements(run["measured"])]
+        parts.append("</table>")
+        parts += [_embedded_image(runs_dir / run["run_dir"] / "figures" / figure) for figure in run.get("figures", [])]
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def write_report(runs_dir: Path, study_order: Sequence[str] = ()) -> tuple[Path, Path]:
+    """Write ``report.html`` and ``REPORT.md`` into ``runs_dir``; returns their paths."""
+    runs_dir = Path(runs_dir)
+    runs = collect_runs(runs_dir, study_order)
+    generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    markdown_path, html_path = runs_dir / "REPORT.md", runs_dir / "report.html"
+    write_text(markdown_path, render_markdown(runs, generated))
+    write_text(html_path, render_html(runs, runs_dir, generated))
+    return html_path, markdown_path

@@ -1,0 +1,280 @@
+"""Run directories, the run context handed to a study, and the run/reuse/resume logic.
+
+A run of study S lives in ``<out>/<S>/<preset>-seed<N>-<hash>/``:
+
+- ``config.json``   the resolved config (preset plus ``--set`` overrides) and run options;
+- ``metrics.jsonl`` one JSON record per logged event, appended and flushed;
+- ``stages/``       finished stages (JSON + safetensors), so a killed run resumes without redoing them;
+- ``figures/*.png`` figures;
+- ``results.json``  written last and atomically: measured values and claim verdicts.
+
+A run whose ``results.json`` exists with status ``ok`` is reused unless ``force`` is set.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from learnlab import __version__
+from learnlab.core.claims import FAIL, NOT_RUN, PASS
+from learnlab.core.config import apply_overrides, config_hash, config_to_dict, parse_overrides
+from learnlab.core.errors import DivergenceError, UserError
+from learnlab.core.io import load_tensors, read_json, save_figure, save_tensors, write_json
+from learnlab.core.progress import ProgressReporter, ProgressTask
+from learnlab.core.registry import Study
+from learnlab.core.runtime import derive_seed, resolve_device, seed_everything, set_threads
+
+RESULTS_FILE = "results.json"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What the command line says about one run, besides the study's own config."""
+
+    preset: str = "quick"
+    seed: int = 0
+    overrides: tuple[str, ...] = ()
+    device: str = "auto"
+    out: Path = Path("runs")
+    force: bool = False
+    quiet: bool = False
+    threads: int = 1
+
+
+def plain(value: Any) -> Any:
+    """Convert tensors, NumPy values and tuples to JSON-ready Python values."""
+    if isinstance(value, torch.Tensor):
+        return plain(value.detach().cpu().tolist())
+    if isinstance(value, np.ndarray):
+        return plain(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {str(key): plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(item) for item in value]
+    return value
+
+
+class RunContext:
+    """What a study's ``run(config, ctx)`` uses to log, save figures, draw seeds and resume."""
+
+    def __init__(self, run_dir: Path, seed: int, device: torch.device, progress: ProgressReporter) -> None:
+        self.run_dir = Path(run_dir)
+        self.seed = seed
+        self.device = device
+        self._progress = progress
+        self._current_stage: str | None = None
+        self.figures_dir.mkdir(parents=True, exist_ok=True)
+        self.stages_dir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.run_dir / "figures"
+
+    @property
+    def stages_dir(self) -> Path:
+        return self.run_dir / "stages"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.run_dir / "metrics.jsonl"
+
+    @property
+    def quiet(self) -> bool:
+        return self._progress.quiet
+
+    def generator(self, *names: str, device: torch.device | str = "cpu") -> torch.Generator:
+        """An explicit generator for a named random stream, seeded from the run seed and the names."""
+        generator = torch.Generator(device=device)
+        generator.manual_seed(derive_seed(self.seed, *names))
+        return generator
+
+    def log(self, **record: Any) -> None:
+        """Append one metrics record (tagged with the current stage) to ``metrics.jsonl``."""
+        if self._current_stage is not None:
+            record = {"stage": self._current_stage, **record}
+        with self.metrics_path.open("a") as handle:
+            handle.write(json.dumps(plain(record)) + "\n")
+            handle.flush()
+
+    def save_figure(self, figure: Any, name: str) -> Path:
+        """Save a matplotlib figure as ``figures/<name>.png`` (atomically) and close it."""
+        path = self.figures_dir / f"{name}.png"
+        save_figure(figure, path)
+        return path
+
+    def progress(self, description: str, total: int) -> Any:
+        """A progress bar context: ``with ctx.progress("train", steps) as bar: bar.advance(1, loss=x)``."""
+        return self._progress.task(description, total)
+
+    @staticmethod
+    def check_finite(value: float, what: str) -> None:
+        """Stop the run (recorded as failed) when a loss turns NaN or infinite."""
+        if not math.isfinite(value):
+            raise DivergenceError(f"{what} became {value}")
+
+    def stage(self, name: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """Run ``compute`` once per run directory and cache its result.
+
+        Tensor values of the returned dict are stored with safetensors, the rest as JSON; a run
+        killed midway resumes by loading every finished stage instead of computing it again.
+        Metrics logged by an unfinished earlier attempt of this stage are dropped first.
+        """
+        summary_path = self.stages_dir / f"{name}.json"
+        tensor_path = self.stages_dir / f"{name}.safetensors"
+        if summary_path.exists():
+            result = read_json(summary_path)
+            if tensor_path.exists():
+                result.update(load_tensors(tensor_path))
+            return result
+        self._drop_metrics_of(name)
+        previous, self._current_stage = self._current_stage, name
+        try:
+            result = compute()
+        finally:
+            self._current_stage = previous
+        tensors = {key: value for key, value in result.items() if isinstance(value, torch.Tensor)}
+        if tensors:
+            save_tensors(tensor_path, tensors)
+        write_json(summary_path, plain({key: value for key, value in result.items() if key not in tensors}))
+        return result
+
+    def _drop_metrics_of(self, stage: str) -> None:
+        if not self.metrics_path.exists():
+            return
+        kept = [line for line in self.metrics_path.read_text().splitlines() if line and json.loads(line).get("stage") != stage]
+        temp = self.metrics_path.with_suffix(".jsonl.tmp")
+        temp.write_text("".join(line + "\n" for line in kept))
+        temp.replace(self.metrics_path)
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    study: Study
+    options: RunOptions
+    config: Any
+    device: torch.device
+    run_dir: Path
+
+
+def prepare_run(study: Study, options: RunOptions) -> PreparedRun:
+    """Resolve preset, overrides and device into a config and its run directory (no side effects)."""
+    if options.seed < 0:
+        raise UserError(f"--seed must be >= 0, got {options.seed}")
+    config = apply_overrides(study.config(options.preset), parse_overrides(options.overrides))
+    device = resolve_device(options.device)
+    digest = config_hash(config, {"device": device.type})
+    run_dir = Path(options.out) / study.name / f"{options.preset}-seed{options.seed}-{digest}"
+    return PreparedRun(study, options, config, device, run_dir)
+
+
+def _ensure_writable(directory: Path) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise UserError(f"cannot write to {directory}: {error.strerror or error}") from None
+
+
+def finished_results(run_dir: Path) -> dict[str, Any] | None:
+    """The results of a finished, successful run in ``run_dir``, or None."""
+    path = Path(run_dir) / RESULTS_FILE
+    if not path.exists():
+        return None
+    results = read_json(path)
+    return results if results.get("status") == "ok" else None
+
+
+def execute(study: Study, options: RunOptions) -> dict[str, Any]:
+    """Run a study (or reuse its finished result) and return the content of ``results.json``.
+
+    The returned dict carries ``reused: True`` when an earlier result was reused.
+    """
+    prepared = prepare_run(study, options)
+    run_dir = prepared.run_dir
+    _ensure_writable(run_dir.parent)
+    if not options.force:
+        previous = finished_results(run_dir)
+        if previous is not None:
+            return {**previous, "reused": True}
+    elif run_dir.exists():
+        shutil.rmtree(run_dir)
+    _ensure_writable(run_dir)
+    write_json(
+        run_dir / "config.json",
+        {
+            "study": study.name,
+            "preset": options.preset,
+            "seed": options.seed,
+            "overrides": list(options.overrides),
+            "device": prepared.device.type,
+            "config": config_to_dict(prepared.config),
+        },
+    )
+    threads = set_threads(options.threads) if prepared.device.type == "cpu" else torch.get_num_threads()
+    seed_everything(options.seed)
+    ctx = RunContext(run_dir, options.seed, prepared.device, ProgressReporter(options.quiet))
+    started = time.perf_counter()
+    status, reason, measured = "ok", None, {}
+    try:
+        measured = plain(study.run(prepared.config, ctx))
+    except DivergenceError as error:
+        status, reason = "failed", str(error)
+    elapsed = time.perf_counter() - started
+    claims = [claim.evaluate(measured) for claim in study.claims]
+    results = {
+        "study": study.name,
+        "title": study.title,
+        "paper": study.paper,
+        "preset": options.preset,
+        "seed": options.seed,
+        "config_hash": run_dir.name.rsplit("-", 1)[-1],
+        "config": config_to_dict(prepared.config),
+        "status": status,
+        "reason": reason,
+        "measured": measured,
+        "claims": claims,
+        "verdicts": {verdict: sum(c["verdict"] == verdict for c in claims) for verdict in (PASS, FAIL, NOT_RUN)},
+        "figures": sorted(path.name for path in ctx.figures_dir.glob("*.png")),
+        "run_seconds": round(elapsed, 3),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "environment": {
+            "learnlab": __version__,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "device": prepared.device.type,
+            "threads": threads,
+        },
+    }
+    write_json(run_dir / RESULTS_FILE, results)
+    return {**results, "reused": False}
+
+
+@contextmanager
+def temporary_threads(threads: int) -> Iterator[None]:
+    """Set torch's CPU threads for a block and restore them after (used by benchmarks and tests)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+__all__ = ["RunContext", "RunOptions", "ProgressTask", "execute", "finished_results", "prepare_run", "plain"]
