@@ -156,7 +156,8 @@ COMMANDS = {"list": _command_list, "run": _command_run, "reproduce": _command_re
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    console = Console()
+    # Off a terminal (logs, CI) rich would wrap tables at 80 columns; give them room instead.
+    console = Console(width=None if sys.stdout.isatty() else 160)
     try:
         return COMMANDS[args.command](args, console)
     except UserError as error:

@@ -113,13 +113,3 @@ def apply_overrides(config: Any, overrides: Mapping[str, str]) -> Any:
         return dataclasses.replace(config, **changes)
     except (ValueError, TypeError) as error:
         raise UserError(f"invalid config: {error}") from None
-
-
-def describe_fields(config_type: type) -> list[tuple[str, str, str]]:
-    """(name, type, one-line doc) of each config field, for ``learnlab list --verbose``."""
-    hints = typing.get_type_hints(config_type)
-    rows = []
-    for field in dataclasses.fields(config_type):
-        doc = field.metadata.get("doc", "")
-        rows.append((field.name, getattr(hints[field.name], "__name__", str(hints[field.name])), doc))
-    return rows

@@ -1,0 +1,1 @@
+"""In-context learning: regression tasks, linear/softmax self-attention, GD baselines, studies."""
