@@ -335,7 +335,7 @@ def _plot_weights(ctx: RunContext, lsa1: InContextRegressor, eta_over_n: float, 
         ("construction  P W_V", constructed_pv),
         ("learned  P W_V (scale-corrected)", corrected.value_projection),
     ]
-    figure, axes = plt.subplots(1, 4, figsize=(16, 4))
+    figure, axes = plt.subplots(1, 4, figsize=(18, 4), constrained_layout=True)
     for axis, (title, matrix) in zip(axes, panels):
         matrix = matrix.detach().cpu().numpy()
         limit = max(abs(matrix).max(), 1e-12)
