@@ -54,6 +54,15 @@ def _format_value(value: Any) -> str:
     return str(value)
 
 
+def _cell(text: Any) -> str:
+    """Text safe inside a Markdown table cell."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _threads(count: int) -> str:
+    return f"{count} thread" + ("" if count == 1 else "s")
+
+
 def render_markdown(runs: list[dict[str, Any]], generated: str) -> str:
     lines = ["# learnlab report", "", f"Generated {generated}.", ""]
     if not runs:
@@ -64,20 +73,25 @@ def render_markdown(runs: list[dict[str, Any]], generated: str) -> str:
     ]
     for run in runs:
         for claim in run["claims"]:
-            lines.append(
-                f"| {run['study']} | {run['preset']} | {claim['id']}: {claim['statement']} | "
-                f"{claim['paper_value']} ({claim['source']}) | {format_measured(claim['measured'])} | "
-                f"`{claim['criterion']}` | **{VERDICT_MARK[claim['verdict']]}** |"
-            )
+            cells = [
+                run["study"],
+                run["preset"],
+                f"{claim['id']}: {claim['statement']}",
+                f"{claim['paper_value']} ({claim['source']})",
+                format_measured(claim["measured"]),
+                f"`{claim['criterion']}`",
+                f"**{VERDICT_MARK[claim['verdict']]}**",
+            ]
+            lines.append("| " + " | ".join(_cell(cell) for cell in cells) + " |")
     for run in runs:
         lines += ["", f"## {run['study']} ({run['preset']}): {run['title']}", "", f"*{run['paper']}*", ""]
         lines.append(
             f"Run `{run['run_dir']}`, seed {run['seed']}, {run['run_seconds']:.1f} s on "
-            f"{run['environment']['device']} ({run['environment']['threads']} threads); status **{run['status']}**"
+            f"{run['environment']['device']} ({_threads(run['environment']['threads'])}); status **{run['status']}**"
             + (f": {run['reason']}" if run.get("reason") else "")
         )
         lines += ["", "| measured | value |", "|---|---|"]
-        lines += [f"| {name} | {_format_value(value)} |" for name, value in _scalar_measurements(run["measured"])]
+        lines += [f"| {_cell(name)} | {_cell(_format_value(value))} |" for name, value in _scalar_measurements(run["measured"])]
         for figure in run.get("figures", []):
             lines += ["", f"![{figure}]({run['run_dir']}/figures/{figure})"]
     return "\n".join(lines) + "\n"
@@ -121,7 +135,7 @@ def render_html(runs: list[dict[str, Any]], runs_dir: Path, generated: str) -> s
         reason = f": {esc(run['reason'])}" if run.get("reason") else ""
         parts.append(
             f"<p>Run <code>{esc(run['run_dir'])}</code>, seed {run['seed']}, {run['run_seconds']:.1f} s on "
-            f"{esc(run['environment']['device'])} ({run['environment']['threads']} threads); status <b>{esc(run['status'])}</b>{reason}</p>"
+            f"{esc(run['environment']['device'])} ({_threads(run['environment']['threads'])}); status <b>{esc(run['status'])}</b>{reason}</p>"
         )
         parts.append("<table><tr><th>measured</th><th>value</th></tr>")
         parts += [f"<tr><td>{esc(name)}</td><td>{esc(_format_value(value))}</td></tr>" for name, value in _scalar_measurements(run["measured"])]
