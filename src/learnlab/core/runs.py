@@ -18,8 +18,7 @@ import math
 import platform
 import shutil
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,7 +32,7 @@ from learnlab.core.claims import FAIL, NOT_RUN, PASS
 from learnlab.core.config import apply_overrides, config_hash, config_to_dict, parse_overrides
 from learnlab.core.errors import DivergenceError, UserError
 from learnlab.core.io import load_tensors, read_json, save_figure, save_tensors, write_json
-from learnlab.core.progress import ProgressReporter, ProgressTask
+from learnlab.core.progress import ProgressReporter
 from learnlab.core.registry import Study
 from learnlab.core.runtime import derive_seed, resolve_device, seed_everything, set_threads
 
@@ -266,15 +265,4 @@ def execute(study: Study, options: RunOptions) -> dict[str, Any]:
     return {**results, "reused": False}
 
 
-@contextmanager
-def temporary_threads(threads: int) -> Iterator[None]:
-    """Set torch's CPU threads for a block and restore them after (used by benchmarks and tests)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-__all__ = ["RunContext", "RunOptions", "ProgressTask", "execute", "finished_results", "prepare_run", "plain"]
+__all__ = ["RunContext", "RunOptions", "execute", "finished_results", "prepare_run", "plain"]
