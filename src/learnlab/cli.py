@@ -39,7 +39,7 @@ def _add_run_options(parser: argparse.ArgumentParser, preset_default: str) -> No
     parser.add_argument("--out", type=Path, default=Path("runs"), help="directory for run results (default runs)")
     parser.add_argument("--force", action="store_true", help="recompute even if a finished result exists")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads; 0 keeps torch's default (default 1: fastest for the small models here)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads; 0 keeps torch's default (default: the study's choice, 1 for most small models)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,7 +14,13 @@ from typing import Any
 from learnlab.core.claims import Claim
 from learnlab.core.errors import UserError
 
-STUDY_MODULES: tuple[str, ...] = ("learnlab.incontext.icl_gd",)
+STUDY_MODULES: tuple[str, ...] = (
+    "learnlab.incontext.icl_gd",
+    "learnlab.incontext.mesa",
+    "learnlab.incontext.noisy_icl",
+    "learnlab.optim.trajectories",
+    "learnlab.knowledge.world_model",
+)
 PRESETS: tuple[str, ...] = ("smoke", "quick", "full")
 
 
@@ -29,6 +35,7 @@ class Study:
     run: Callable[[Any, Any], dict[str, Any]]
     claims: tuple[Claim, ...]
     summary: str = ""
+    threads: int = 1  # CPU threads that suit the study's model sizes; `--threads` overrides it
     figures: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:

@@ -50,7 +50,7 @@ class RunOptions:
     out: Path = Path("runs")
     force: bool = False
     quiet: bool = False
-    threads: int = 1
+    threads: int | None = None  # None: the study's own choice (Study.threads)
 
 
 def plain(value: Any) -> Any:
@@ -226,7 +226,8 @@ def execute(study: Study, options: RunOptions) -> dict[str, Any]:
             "config": config_to_dict(prepared.config),
         },
     )
-    threads = set_threads(options.threads) if prepared.device.type == "cpu" else torch.get_num_threads()
+    wanted = study.threads if options.threads is None else options.threads
+    threads = set_threads(wanted) if prepared.device.type == "cpu" else torch.get_num_threads()
     seed_everything(options.seed)
     ctx = RunContext(run_dir, options.seed, prepared.device, ProgressReporter(options.quiet))
     started = time.perf_counter()

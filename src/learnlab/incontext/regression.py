@@ -76,6 +76,8 @@ class RegressionBatch:
         x_query: query inputs, ``(B, d)``.
         y_query: noiseless query labels ``<w, x_query>``, ``(B,)``.
         w: teachers, ``(B, d)``.
+        noise_std: per-task label-noise standard deviation ``(B,)`` when the tasks were drawn with
+            one noise level per sequence (``sample_regression_tasks(..., noise_std=...)``), else None.
     """
 
     x: torch.Tensor
@@ -83,6 +85,7 @@ class RegressionBatch:
     x_query: torch.Tensor
     y_query: torch.Tensor
     w: torch.Tensor
+    noise_std: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -97,7 +100,8 @@ class RegressionBatch:
     def to(self, *args, **kwargs) -> "RegressionBatch":
         """Return a copy moved/cast like ``torch.Tensor.to``."""
         return RegressionBatch(
-            *(t.to(*args, **kwargs) for t in (self.x, self.y, self.x_query, self.y_query, self.w))
+            *(t.to(*args, **kwargs) for t in (self.x, self.y, self.x_query, self.y_query, self.w)),
+            noise_std=None if self.noise_std is None else self.noise_std.to(*args, **kwargs),
         )
 
 
@@ -121,11 +125,15 @@ def sample_regression_tasks(
     generator: torch.Generator | None = None,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
+    noise_std: torch.Tensor | None = None,
 ) -> RegressionBatch:
     """Draw ``batch_size`` independent tasks from ``spec`` (paper §2, App. A.12).
 
     Draw order (fixed, so a seeded generator gives reproducible batches): teachers, then all
     ``N + 1`` inputs per task (the last one is the query), then label noise if any.
+
+    ``noise_std``, if given, is one noise level per task ``(batch_size,)`` and replaces
+    ``spec.noise_std`` (mixed-noise tasks of Vladymyrov et al. 2024, §2); it is kept on the batch.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -136,12 +144,18 @@ def sample_regression_tasks(
     labels = torch.einsum("bnd,bd->bn", inputs, w)
     x, x_query = inputs[:, :n], inputs[:, n]
     y, y_query = labels[:, :n], labels[:, n]
-    if spec.noise_std > 0:
+    if noise_std is not None:
+        noise_std = torch.as_tensor(noise_std, dtype=dtype, device=device)
+        if noise_std.shape != (batch_size,):
+            raise ValueError(f"noise_std must have shape ({batch_size},), got {tuple(noise_std.shape)}")
+        noise = torch.randn((batch_size, n), generator=generator, dtype=dtype, device=device)
+        y = y + noise_std.unsqueeze(-1) * noise
+    elif spec.noise_std > 0:
         noise = torch.randn((batch_size, n), generator=generator, dtype=dtype, device=device)
         y = y + spec.noise_std * noise
     return RegressionBatch(
         x=x.contiguous(), y=y.contiguous(), x_query=x_query.contiguous(),
-        y_query=y_query.contiguous(), w=w,
+        y_query=y_query.contiguous(), w=w, noise_std=noise_std,
     )
 
 

@@ -1,0 +1,164 @@
+"""Keyword probabilities, greedy fact recall and perplexity for any causal LM.
+
+Keyword probability follows the priming notes' protocol (priming.md §6 "Multi-token keywords"):
+P(keyword | prefix) is the teacher-forced joint probability of the keyword's tokens, i.e. the
+product of the token probabilities (a sum of log-probabilities), with log-softmax taken in
+float32. The first token's probability is reported too. Tokens of a continuation are found the
+way evaluation harnesses do it: encode ``prefix + separator + keyword`` and take the tokens
+after the encoded prefix (falling back to encoding the two parts separately when the tokenizer
+merges across the boundary).
+
+A ``model`` here is anything called as ``model(input_ids=..., attention_mask=...)`` that returns an
+object with ``.logits`` of shape (batch, length, vocab): every ``transformers`` causal LM, or a
+hand-written module in tests.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+
+@dataclass(frozen=True)
+class KeywordScores:
+    """Per (prefix, keyword) pair: joint log-probability, first-token log-probability, token count."""
+
+    log_prob: torch.Tensor
+    first_token_log_prob: torch.Tensor
+    num_tokens: torch.Tensor
+
+    @property
+    def prob(self) -> torch.Tensor:
+        return self.log_prob.exp()
+
+    @property
+    def first_token_prob(self) -> torch.Tensor:
+        return self.first_token_log_prob.exp()
+
+
+def encode_pair(tokenizer: Any, prefix: str, continuation: str, separator: str = " ") -> tuple[list[int], list[int]]:
+    """Token ids of ``prefix`` (with the tokenizer's special start tokens) and of ``separator + continuation``."""
+    prefix_ids = list(tokenizer(prefix)["input_ids"])
+    whole = list(tokenizer(prefix + separator + continuation)["input_ids"])
+    if whole[: len(prefix_ids)] == prefix_ids and len(whole) > len(prefix_ids):
+        return prefix_ids, whole[len(prefix_ids):]
+    return prefix_ids, list(tokenizer(separator + continuation, add_special_tokens=False)["input_ids"])
+
+
+def model_device(model: Any) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except (StopIteration, AttributeError):
+        return torch.device("cpu")
+
+
+@torch.no_grad()
+def continuation_token_log_probs(model: Any, pairs: Sequence[tuple[list[int], list[int]]], batch_size: int = 64,
+                                 pad_id: int = 0) -> list[torch.Tensor]:
+    """For each (context ids, continuation ids), the float32 log-probability of every continuation token."""
+    device = model_device(model)
+    results: list[torch.Tensor] = []
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start:start + batch_size]
+        length = max(len(context) + len(continuation) for context, continuation in chunk)
+        input_ids = torch.full((len(chunk), length), pad_id, dtype=torch.long)
+        attention = torch.zeros((len(chunk), length), dtype=torch.long)
+        rows, positions, targets = [], [], []
+        for row, (context, continuation) in enumerate(chunk):
+            if not context or not continuation:
+                raise ValueError("context and continuation must both be non-empty token lists")
+            sequence = list(context) + list(continuation)
+            input_ids[row, : len(sequence)] = torch.tensor(sequence)
+            attention[row, : len(sequence)] = 1
+            for offset, token in enumerate(continuation):
+                rows.append(row)
+                positions.append(len(context) + offset - 1)  # logits at t predict token t + 1
+                targets.append(token)
+        logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits
+        picked = logits[torch.tensor(rows, device=device), torch.tensor(positions, device=device)].float()
+        token_log_probs = picked.log_softmax(-1).gather(1, torch.tensor(targets, device=device)[:, None])[:, 0].cpu()
+        lengths = [len(continuation) for _, continuation in chunk]
+        results.extend(token_log_probs.split(lengths))
+    return results
+
+
+def keyword_log_probs(model: Any, tokenizer: Any, prefixes: Sequence[str], keywords: Sequence[str] | str,
+                      batch_size: int = 64, separator: str = " ") -> KeywordScores:
+    """log P(keyword | prefix) (product over the keyword's tokens) for each pair, batched.
+
+    ``keywords`` is one keyword for every prefix or one per prefix.
+    """
+    if isinstance(keywords, str):
+        keywords = [keywords] * len(prefixes)
+    if len(keywords) != len(prefixes):
+        raise ValueError(f"{len(prefixes)} prefixes but {len(keywords)} keywords")
+    pairs = [encode_pair(tokenizer, prefix, keyword, separator) for prefix, keyword in zip(prefixes, keywords)]
+    per_token = continuation_token_log_probs(model, pairs, batch_size, _pad_id(tokenizer))
+    return KeywordScores(
+        log_prob=torch.stack([values.sum() for values in per_token]) if per_token else torch.zeros(0),
+        first_token_log_prob=torch.stack([values[0] for values in per_token]) if per_token else torch.zeros(0),
+        num_tokens=torch.tensor([len(values) for values in per_token], dtype=torch.long),
+    )
+
+
+@torch.no_grad()
+def greedy_recall(model: Any, tokenizer: Any, prompts: Sequence[str], answers: Sequence[str], batch_size: int = 64,
+                  separator: str = " ") -> torch.Tensor:
+    """Whether greedy decoding from each prompt produces exactly the answer's tokens (top-1 over the vocabulary).
+
+    Teacher-forced check: greedy decoding yields the answer iff, at every answer position, the
+    argmax of the next-token distribution is the answer's token.
+    """
+    device = model_device(model)
+    pairs = [encode_pair(tokenizer, prompt, answer, separator) for prompt, answer in zip(prompts, answers)]
+    correct = []
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start:start + batch_size]
+        length = max(len(c) + len(a) for c, a in chunk)
+        input_ids = torch.full((len(chunk), length), _pad_id(tokenizer), dtype=torch.long)
+        attention = torch.zeros_like(input_ids)
+        for row, (context, answer) in enumerate(chunk):
+            input_ids[row, : len(context) + len(answer)] = torch.tensor(context + answer)
+            attention[row, : len(context) + len(answer)] = 1
+        predicted = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits.argmax(-1).cpu()
+        for row, (context, answer) in enumerate(chunk):
+            guesses = predicted[row, len(context) - 1: len(context) + len(answer) - 1]
+            correct.append(bool(torch.equal(guesses, torch.tensor(answer))))
+    return torch.tensor(correct)
+
+
+@torch.no_grad()
+def perplexity(model: Any, tokenizer: Any, texts: Sequence[str], batch_size: int = 32, max_length: int = 256) -> float:
+    """exp(mean next-token negative log-likelihood) over all tokens of ``texts`` (each truncated to ``max_length``)."""
+    device = model_device(model)
+    total, count = 0.0, 0
+    encoded = [list(tokenizer(text)["input_ids"])[:max_length] for text in texts]
+    for start in range(0, len(encoded), batch_size):
+        chunk = [ids for ids in encoded[start:start + batch_size] if len(ids) > 1]
+        if not chunk:
+            continue
+        length = max(map(len, chunk))
+        input_ids = torch.full((len(chunk), length), _pad_id(tokenizer), dtype=torch.long)
+        attention = torch.zeros_like(input_ids)
+        for row, ids in enumerate(chunk):
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            attention[row, : len(ids)] = 1
+        logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits[:, :-1].float()
+        targets = input_ids[:, 1:].to(device)
+        mask = attention[:, 1:].to(device).bool()
+        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
+        total += nll[mask].sum().item()
+        count += int(mask.sum())
+    return math.exp(total / max(count, 1))
+
+
+def _pad_id(tokenizer: Any) -> int:
+    for name in ("pad_token_id", "eos_token_id"):
+        value = getattr(tokenizer, name, None)
+        if value is not None:
+            return int(value)
+    return 0

@@ -1,0 +1,7 @@
+"""Optimisation studies and their components.
+
+- :mod:`learnlab.optim.loss_probe`: the fixed-batch loss along the batch's own gradient and its parabola fit;
+- :mod:`learnlab.optim.averaging`: two-point averages, debiased EMA and SWA of weights, BatchNorm refresh;
+- :mod:`learnlab.optim.nqm`: the noisy quadratic model simulator and its closed-form stationary losses;
+- :mod:`learnlab.optim.trajectories`: the study ``trajectories`` (Sandler et al. 2023).
+"""

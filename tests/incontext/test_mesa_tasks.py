@@ -1,0 +1,126 @@
+import torch
+
+from learnlab.incontext.causal_transformer import CausalTransformer
+from learnlab.incontext.dynamics import (
+    DynamicsSpec,
+    autoregressive_loss,
+    constructed_tokens,
+    per_step_loss,
+    plain_tokens,
+    random_orthogonal,
+    regression_prompts,
+    sample_dynamics,
+)
+from learnlab.incontext.least_squares import gd_step_predictions, least_squares_predictions, tune_gd_step
+
+
+def test_full_dynamics_follow_their_teacher():
+    batch = sample_dynamics(DynamicsSpec(noise=0.0), 8, torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert batch.inputs.shape == batch.targets.shape == (8, 50, 10)
+    assert torch.allclose(batch.targets[:, :-1], batch.inputs[:, 1:])
+    predicted = batch.inputs @ batch.teacher.transpose(-1, -2)
+    assert torch.allclose(predicted, batch.targets, atol=1e-10)
+    eye = torch.eye(10, dtype=torch.float64)
+    assert torch.allclose(batch.teacher @ batch.teacher.transpose(-1, -2), eye.expand(8, 10, 10), atol=1e-10)
+    assert batch.inputs[:, 0].abs().max() <= 1.0
+
+
+def test_contracting_and_partial_variants():
+    contracting = sample_dynamics(DynamicsSpec(kind="contracting", noise=0.0), 16, torch.Generator().manual_seed(1),
+                                  dtype=torch.float64)
+    eigenvalues = torch.linalg.eigvalsh(contracting.teacher)
+    assert eigenvalues.min() >= 0.3 - 1e-9 and torch.allclose(eigenvalues.max(-1).values, torch.full((16,), 0.9, dtype=torch.float64))
+    partial = sample_dynamics(DynamicsSpec(kind="partial", obs_dim=5), 4, torch.Generator().manual_seed(2))
+    assert partial.inputs.shape == (4, 50, 5)
+
+
+def test_token_formats():
+    states = torch.randn(2, 6, 3)
+    tokens = constructed_tokens(states)
+    assert tokens.shape == (2, 6, 12)
+    assert torch.equal(tokens[..., :3], torch.zeros_like(states))
+    assert torch.equal(tokens[..., 3:6], states) and torch.equal(tokens[..., 6:9], states)
+    assert torch.equal(tokens[:, 1:, 9:], states[:, :-1]) and torch.equal(tokens[:, 0, 9:], torch.zeros(2, 3))
+    assert torch.equal(plain_tokens(states), states)
+
+
+def test_losses_and_initial_loss():
+    batch = sample_dynamics(DynamicsSpec(), 2000, torch.Generator().manual_seed(3))
+    zero = torch.zeros_like(batch.targets)
+    assert abs(float(autoregressive_loss(zero, batch.targets)) - 10 / 6) < 0.03  # E||s||^2 / 2
+    assert torch.allclose(per_step_loss(zero, batch.targets).mean(), autoregressive_loss(zero, batch.targets))
+
+
+def test_least_squares_curve_and_gd_baseline():
+    batch = sample_dynamics(DynamicsSpec(), 512, torch.Generator().manual_seed(4))
+    curve = per_step_loss(least_squares_predictions(batch.inputs).double(), batch.targets.double())
+    assert abs(float(curve[0]) / 1.676 - 1) < 0.1 and abs(float(curve[10]) / 0.0856 - 1) < 0.2
+    assert float(curve[15:].max()) < 2e-3
+    eta = tune_gd_step(batch.inputs, batch.targets)
+    losses = [float(per_step_loss(gd_step_predictions(batch.inputs, e), batch.targets).mean()) for e in (0.8 * eta, eta, 1.2 * eta)]
+    assert losses[1] <= min(losses[0], losses[2])
+
+
+def test_one_linear_layer_can_be_one_gd_step():
+    """Construction: key reads s_{t-1}, value writes s_t into the prediction slot, query reads s_t."""
+    d = 3
+    model = CausalTransformer(embed_dim=4 * d, layers=("linear",), num_heads=1, key_size=d, clip=0, readout_dim=d)
+    eta = 0.3
+    with torch.no_grad():
+        eye = torch.eye(d)
+        block = model.blocks[0].attention
+        weights = torch.zeros_like(block.qkv)
+        weights[:d, 2 * d:3 * d] = eye          # q = s_t
+        weights[d:2 * d, 3 * d:] = eye          # k = s_{t-1}
+        weights[2 * d:, d:2 * d] = eye          # v = s_t
+        block.qkv.copy_(weights)
+        projection = torch.zeros_like(block.projection)
+        projection[:d, :d] = eta * eye
+        block.projection.copy_(projection)
+    states = torch.randn(2, 9, d, dtype=torch.float32)
+    assert torch.allclose(model.predict(constructed_tokens(states)), gd_step_predictions(states, eta), atol=1e-5)
+
+
+def test_regression_prompts():
+    prompts = regression_prompts(6, 8, 5, noise=0.0, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    assert prompts.states.shape == (8, 13, 5) and prompts.tokens.shape == (8, 13, 20) and prompts.target.shape == (8, 5)
+    assert torch.equal(prompts.tokens, constructed_tokens(prompts.states))
+    x, y = prompts.states[:, 0:-1:2], prompts.states[:, 1::2]  # [x_1, y_1, ..., x_6, y_6, x_q]
+    teacher = torch.linalg.lstsq(x, y).solution.transpose(-1, -2)  # y = W x, W orthogonal
+    assert torch.allclose(teacher @ teacher.transpose(-1, -2), torch.eye(5, dtype=torch.float64).expand(8, 5, 5), atol=1e-6)
+    assert torch.allclose((teacher @ prompts.states[:, -1].unsqueeze(-1)).squeeze(-1), prompts.target, atol=1e-6)
+    assert prompts.states.abs().max() <= 5 ** 0.5 + 1e-9
+    assert random_orthogonal(3, 4).shape == (3, 4, 4)
+
+
+def test_transformer_kinds_run_and_are_causal():
+    tokens = torch.randn(2, 12, 8)
+    for kind in ("linear", "softmax", "mesa"):
+        model = CausalTransformer(embed_dim=8, layers=(kind, kind), num_heads=2, key_size=4, readout_dim=2, init_std=0.2,
+                                  layer_norm=True, mlp_hidden=16)
+        changed = tokens.clone()
+        changed[:, 7:] += 1.0
+        with torch.no_grad():
+            assert torch.allclose(model.predict(tokens)[:, :7], model.predict(changed)[:, :7], atol=1e-6)
+
+
+def test_linear_attention_mask_multiply_equals_masked_matmul():
+    """The cached float-mask formulation equals the straightforward masked matmul, values and gradients."""
+    from learnlab.incontext.causal_transformer import CausalAttention
+
+    attention = CausalAttention(40, 4, 20, init_std=0.1, generator=torch.Generator().manual_seed(7))
+    tokens = torch.randn(3, 50, 40, generator=torch.Generator().manual_seed(8), requires_grad=True)
+
+    def straightforward(x):
+        q, k, v = attention.heads(x)
+        mask = torch.ones(50, 50, dtype=torch.bool).tril()
+        out = (q @ k.transpose(-1, -2)).masked_fill(~mask, 0.0) @ v
+        return torch.nn.functional.linear(out.transpose(1, 2).reshape(3, 50, 80), attention.projection)
+
+    weights = torch.randn(3, 50, 40)
+    fast, slow = attention(tokens), straightforward(tokens)
+    assert torch.allclose(fast, slow, rtol=1e-5, atol=1e-7)
+    fast_grads = torch.autograd.grad((fast * weights).sum(), (tokens, attention.qkv, attention.projection))
+    slow_grads = torch.autograd.grad((slow * weights).sum(), (tokens, attention.qkv, attention.projection))
+    for a, b in zip(fast_grads, slow_grads):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-7)

@@ -1,0 +1,201 @@
+import math
+
+import pytest
+import torch
+
+from learnlab.incontext.algorithm_extraction import ExtractedAlgorithm, extract_omegas
+from learnlab.incontext.linear_transformer_variants import (
+    LinearTransformer,
+    MomentTraining,
+    context_moments,
+    linear_attention_update,
+    omega_form_update,
+    query_averaged_loss,
+    train_on_moments,
+)
+from learnlab.incontext.noisy_regression import NoiseDistribution, sample_noisy_tasks
+from learnlab.incontext.regression import RegressionTaskSpec, sample_regression_tasks
+from learnlab.incontext.ridge_baselines import (
+    SpectralRidge,
+    adaptive_ridge_predictions,
+    adjusted_loss,
+    ols_noise_variance,
+    one_step_gd_predictions,
+    oracle_ridge_predictions,
+    ridge_predictions,
+    tune_constant_ridge,
+    tune_one_step_gd,
+    tune_tuned_ridge,
+)
+
+
+def _batch(noise=NoiseDistribution.uniform(3.0), size=256, seed=0):
+    return sample_noisy_tasks(noise, size, torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+# ---------------------------------------------------------------- tasks
+
+def test_noise_distributions_and_task_generator():
+    g = torch.Generator().manual_seed(0)
+    uniform = NoiseDistribution.uniform(5.0).sample(20000, g, dtype=torch.float64)
+    assert uniform.min() >= 0 and uniform.max() <= 5 and uniform.mean().item() == pytest.approx(2.5, abs=0.05)
+    categorical = NoiseDistribution.categorical((1, 3)).sample(20000, g)
+    assert set(categorical.tolist()) == {1.0, 3.0} and (categorical == 1).float().mean().item() == pytest.approx(0.5, abs=0.02)
+    assert NoiseDistribution.fixed(2.0).sample(5).tolist() == [2.0] * 5
+    assert NoiseDistribution.categorical((1, 3)).key == "c1_3" and NoiseDistribution.uniform(3).key == "u3"
+    with pytest.raises(ValueError):
+        NoiseDistribution("uniform", (1.0, 2.0))
+
+    batch = _batch(NoiseDistribution.categorical((1, 3)), 20000)
+    assert batch.x.shape == (20000, 20, 10) and batch.tokens().shape == (20000, 21, 11)
+    assert batch.x.std().item() == pytest.approx(1.0, rel=0.02) and batch.w.std().item() == pytest.approx(1.0, rel=0.02)
+    assert torch.allclose(batch.y_query, (batch.w * batch.x_query).sum(-1))  # noise-free query
+    residual = batch.y - (batch.x @ batch.w.unsqueeze(-1)).squeeze(-1)
+    for level in (1.0, 3.0):
+        chosen = batch.noise_std == level
+        assert residual[chosen].std().item() == pytest.approx(level, rel=0.03)
+    assert torch.equal(batch.tokens(), _batch(NoiseDistribution.categorical((1, 3)), 20000).tokens())
+
+
+def test_regression_sampler_per_sequence_noise_is_backwards_compatible():
+    spec = RegressionTaskSpec()
+    plain = sample_regression_tasks(spec, 8, torch.Generator().manual_seed(1))
+    assert plain.noise_std is None
+    zero = sample_regression_tasks(spec, 8, torch.Generator().manual_seed(1), noise_std=torch.zeros(8))
+    assert torch.equal(plain.x, zero.x) and torch.equal(plain.y, zero.y)
+    with pytest.raises(ValueError):
+        sample_regression_tasks(spec, 8, noise_std=torch.zeros(3))
+
+
+# ---------------------------------------------------------------- models
+
+@pytest.mark.parametrize("variant", ["diag", "gdpp", "full"])
+def test_layers_equal_the_generic_attention_formula(variant):
+    tokens = _batch(size=64).tokens()
+    model = LinearTransformer(10, 3, variant, num_heads=2, init_scale=0.03, generator=torch.Generator().manual_seed(2),
+                              dtype=torch.float64)
+    projection, key_query = model.matrices()
+    expected = tokens
+    for layer in range(3):
+        expected = linear_attention_update(expected, projection[0, layer], key_query[0, layer])
+    assert torch.allclose(model(tokens), expected, atol=1e-12, rtol=0)
+    assert torch.allclose(model.predict(tokens), -expected[:, -1, -1], atol=1e-12, rtol=0)
+    # the query never acts as key or value: changing its y-slot changes only its own output
+    changed = tokens.clone()
+    changed[:, -1, -1] = 5.0
+    assert torch.allclose(model(changed)[:, :-1], model(tokens)[:, :-1], atol=1e-12)
+
+
+def test_diag_layer_equals_omega_form_float64():
+    tokens = _batch(size=128).tokens()
+    model = LinearTransformer(10, 1, "diag", num_heads=3, init_scale=0.05, generator=torch.Generator().manual_seed(3),
+                              dtype=torch.float64)
+    projection, key_query = model.matrices()
+    generic = linear_attention_update(tokens, projection[0, 0], key_query[0, 0])
+    omegas = model.omegas()[0, 0]
+    assert torch.allclose(omega_form_update(tokens, omegas), generic, atol=1e-12, rtol=0)
+    p, q = model.p[0, 0], model.q[0, 0]  # omega_ab = sum_h p_a q_b
+    assert torch.allclose(omegas, torch.stack([(p[:, 0] * q[:, 0]).sum(), (p[:, 0] * q[:, 1]).sum(),
+                                               (p[:, 1] * q[:, 0]).sum(), (p[:, 1] * q[:, 1]).sum()]))
+    single = LinearTransformer(10, 1, "diag", generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    w_xx, w_xy, w_yx, w_yy = single.omegas()[0, 0]
+    assert (w_xx * w_yy).item() == pytest.approx((w_xy * w_yx).item(), abs=1e-15)  # one head: rank one
+    gdpp = LinearTransformer(10, 2, "gdpp", generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    assert torch.all(gdpp.omegas()[..., 1] == 0) and torch.all(gdpp.omegas()[..., 3] == 0)
+
+
+def test_model_batch_and_query_averaged_loss():
+    batch = _batch(size=512)
+    model = LinearTransformer(10, 2, "diag", num_models=3, init_scale=0.05, generator=torch.Generator().manual_seed(6),
+                              dtype=torch.float64)
+    tokens = batch.tokens().expand(3, -1, -1, -1)
+    predictions = model.predict(tokens)
+    weights = model.effective_weights(context_moments(tokens, 20))
+    assert torch.allclose(predictions, (weights * batch.x_query).sum(-1), atol=1e-12)
+    for index in range(3):
+        alone = LinearTransformer(10, 2, "diag", dtype=torch.float64)
+        with torch.no_grad():
+            alone.p.copy_(model.p[index:index + 1])
+            alone.q.copy_(model.q[index:index + 1])
+        assert torch.allclose(alone.predict(batch.tokens()), predictions[index], atol=1e-12)
+    # ½||w_eff - w||^2 is the expected ½ squared error over the query x_q ~ N(0, I)
+    sampled = 0.5 * (predictions[0] - batch.y_query).pow(2).mean()
+    exact = query_averaged_loss(weights[0], batch.w).mean()
+    assert sampled.item() == pytest.approx(exact.item(), rel=0.25)
+
+
+def test_training_learns_one_step_gd():
+    noise = NoiseDistribution.uniform(0.0)
+    data = _batch(noise, 4096, seed=7)
+    moments = context_moments(data.tokens(), 20).float().unsqueeze(0)
+    teacher = data.w.float().unsqueeze(0)
+    model = LinearTransformer(10, 1, "diag", init_scale=0.05, generator=torch.Generator().manual_seed(8))
+    history = train_on_moments(model, moments, teacher, MomentTraining(150, 128, 0.03, 0.05, 50),
+                               torch.Generator().manual_seed(9), (moments, teacher))
+    eta = tune_one_step_gd(moments[0, :, :-1, -1].double(), teacher[0].double())
+    assert -model.omegas()[0, 0, 2].item() == pytest.approx(eta, rel=0.1)
+    assert history.losses[-1][0] == pytest.approx(0.5 * 10 * (1 - 20 / 31), rel=0.1)  # analytic ½(d - dn/(d+n+1))
+
+
+# ---------------------------------------------------------------- baselines
+
+def test_ridge_baselines_match_closed_forms():
+    batch = _batch(size=200, seed=10)
+    x, y, xq = batch.x, batch.y, batch.x_query
+    ridge = 2.5
+    expected = torch.stack([xq[b] @ torch.linalg.inv(x[b].T @ x[b] + ridge * torch.eye(10, dtype=torch.float64)) @ (x[b].T @ y[b]) for b in range(200)])
+    assert torch.allclose(ridge_predictions(x, y, xq, ridge), expected, atol=1e-10)
+    oracle = oracle_ridge_predictions(batch)
+    expected_oracle = torch.stack([xq[b] @ torch.linalg.solve(x[b].T @ x[b] + batch.noise_std[b] ** 2 * torch.eye(10, dtype=torch.float64), x[b].T @ y[b])
+                                   for b in range(200)])
+    assert torch.allclose(oracle, expected_oracle, atol=1e-10)
+    ols = torch.stack([torch.linalg.lstsq(x[b], y[b]).solution for b in range(200)])
+    noise = ((y - (x @ ols.unsqueeze(-1)).squeeze(-1)) ** 2).sum(-1) / (20 - 10)
+    assert torch.allclose(ols_noise_variance(x, y), noise, atol=1e-10)
+    spectral = SpectralRidge.from_data(x, y)
+    assert torch.allclose(spectral.ols_noise_variance(), noise, atol=1e-8)
+    assert torch.allclose(adaptive_ridge_predictions(x, y, xq), ridge_predictions(x, y, xq, noise), atol=1e-10)
+    assert torch.allclose(adaptive_ridge_predictions(x, y, xq, 1.0, 2.0), ridge_predictions(x, y, xq, 2 * noise.clamp(max=1.0)))
+    assert torch.allclose(spectral.predict(xq, batch.noise_std ** 2), oracle, atol=1e-10)
+    eye = torch.eye(10, dtype=torch.float64)
+    assert torch.allclose(spectral.weights(ridge), torch.linalg.solve(
+        x.transpose(1, 2) @ x + ridge * eye, (x * y.unsqueeze(-1)).sum(1).unsqueeze(-1)).squeeze(-1), atol=1e-10)
+    alpha = (x * y.unsqueeze(-1)).sum(1)
+    assert torch.allclose(one_step_gd_predictions(x, y, xq, 0.03), 0.03 * (alpha * xq).sum(-1))
+    assert adjusted_loss(oracle, batch) == 0.0
+    assert adjusted_loss(ridge_predictions(x, y, xq, ridge), batch) > 0
+    moments = SpectralRidge.from_moments(context_moments(batch.tokens(), 20), 20)
+    assert torch.allclose(moments.ols_noise_variance(), noise, atol=1e-8)
+
+
+def test_baseline_tuning_at_zero_noise():
+    batch = _batch(NoiseDistribution.uniform(0.0), 20000, seed=11)
+    alpha = (batch.x * batch.y.unsqueeze(-1)).sum(1)
+    eta = tune_one_step_gd(alpha, batch.w)
+    loss = query_averaged_loss(eta * alpha, batch.w).mean().item()
+    assert loss == pytest.approx(0.5 * 10 * (1 - 20 / 31), rel=0.02)  # analytic 1.774 (notes §4)
+    spectral = SpectralRidge.from_data(batch.x, batch.y)
+    assert tune_constant_ridge(spectral, batch.w) < 1e-2  # noise-free: OLS (lambda -> 0) is optimal
+    tuned = tune_tuned_ridge(spectral, batch.w, thresholds=(0.1, math.inf), multipliers=(0.5, 1.0))
+    assert tuned.tuning_loss < 1e-10
+
+
+# ---------------------------------------------------------------- extraction
+
+@pytest.mark.parametrize("variant", ["diag", "gdpp"])
+def test_extracted_algorithm_reproduces_predictions(variant):
+    batch = _batch(size=256, seed=12)
+    model = LinearTransformer(10, 4, variant, init_scale=0.06, generator=torch.Generator().manual_seed(13), dtype=torch.float64)
+    algorithm = ExtractedAlgorithm.from_model(model)
+    assert len(algorithm.layers) == 4 and algorithm.layers == tuple(extract_omegas(model))
+    trace = algorithm.run(batch.x, batch.y, batch.x_query)
+    with torch.no_grad():
+        prediction = model.predict(batch.tokens())
+    assert prediction.abs().max() > 1e-3
+    assert (trace.prediction - prediction).abs().max().item() < 1e-10
+    assert trace.weights.shape == (4, 256, 10) and trace.rescaling.shape == (4, 256)
+    if variant == "gdpp":
+        assert torch.all(trace.rescaling == 1)
+    ablated = algorithm.without("omega_yy", "omega_xy")
+    assert all(layer.omega_yy == 0 and layer.omega_xy == 0 for layer in ablated.layers)
+    assert "omega_yx" in algorithm.describe()
