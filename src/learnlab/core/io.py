@@ -67,6 +67,16 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path))
 
 
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the non-interactive Agg backend (imported on first use, not at import time)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def save_figure(figure: Any, path: Path, dpi: int = 110) -> None:
     """Save a matplotlib figure as PNG, atomically, and close it."""
     import matplotlib.pyplot as plt

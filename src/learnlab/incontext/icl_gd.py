@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from learnlab.core import Claim, RunContext, Study, at_least, at_most, within
+from learnlab.core.io import pyplot
 from learnlab.incontext.alignment import prediction_difference, scale_corrected_products, sensitivity_cosine
 from learnlab.incontext.attention import InContextRegressor, LinearSelfAttention
 from learnlab.incontext.gradient_descent import (
@@ -297,17 +298,8 @@ def _out_of_distribution(config: Config, ctx: RunContext, predictors: dict[str, 
     return curves
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _plot_training(ctx: RunContext, one_layer: dict, recurrent: dict, measured: dict, config: Config) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(7, 4.2))
     axis.plot(one_layer["steps"], one_layer["test_losses"], label="trained LSA, 1 layer", color="C0")
     axis.plot(recurrent["steps"], recurrent["test_losses"], label=f"trained recurrent LSA, {config.recurrent_layers} layers", color="C1")
@@ -324,7 +316,7 @@ def _plot_training(ctx: RunContext, one_layer: dict, recurrent: dict, measured: 
 
 def _plot_weights(ctx: RunContext, lsa1: InContextRegressor, eta_over_n: float, dim: int) -> None:
     """Heatmaps of the scale-corrected learned products beside the Prop. 1 construction (paper Fig. 2)."""
-    plt = _pyplot()
+    plt = pyplot()
     corrected = scale_corrected_products(lsa1.layers[0], dim)
     query, key, value, projection = gd_layer_weights(dim, eta_over_n, 1, dtype=torch.float32)  # P = eta/N
     constructed_kq = key.T @ query
@@ -346,7 +338,7 @@ def _plot_weights(ctx: RunContext, lsa1: InContextRegressor, eta_over_n: float, 
 
 
 def _plot_out_of_distribution(ctx: RunContext, config: Config, curves: dict[str, list[float]]) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(6.5, 4.2))
     styles = ["-o", "--s", "-^", "--v"]
     for (name, losses), style in zip(curves.items(), styles):

@@ -28,7 +28,7 @@ import torch
 
 from learnlab.core import Claim, RunContext, Study, at_least, at_most
 from learnlab.core.errors import DivergenceError
-from learnlab.core.io import read_json, write_json, write_text
+from learnlab.core.io import pyplot, read_json, write_json, write_text
 from learnlab.core.runs import RunOptions, execute, finished_results, prepare_run
 from learnlab.knowledge.corpus import Corpus, build_corpus
 from learnlab.knowledge.outlandish import (
@@ -296,11 +296,7 @@ def run(config: Config, ctx: RunContext) -> dict[str, Any]:
 
 
 def _plot(ctx: RunContext, training: dict[str, Any], measured: dict[str, Any]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     left.plot(training["steps"], training["losses"])
     left.set_yscale("log")

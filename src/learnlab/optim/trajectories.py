@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from learnlab.core import Claim, RunContext, Study, at_least, at_most, within
+from learnlab.core.io import pyplot
 from learnlab.core.runtime import derive_seed
 from learnlab.data.datasets import load_dataset
 from learnlab.data.models import build_model, count_parameters
@@ -471,18 +472,9 @@ def run(config: Config, ctx: RunContext) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- figures
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _plot_parabolas(ctx: RunContext, config: Config, probes: dict[str, dict[str, Any]]) -> None:
     """Measured φ_B(λ) (points) and the fitted parabola (lines), batch 0 at every checkpoint."""
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(1, len(probes), figsize=(4.6 * len(probes), 3.8), squeeze=False)
     for axis, (name, probe) in zip(axes[0], probes.items()):
         for color, index in enumerate(i for i, b in enumerate(probe["batch"]) if b == 0):
@@ -503,7 +495,7 @@ def _plot_parabolas(ctx: RunContext, config: Config, probes: dict[str, dict[str,
 
 def _plot_spacing(ctx: RunContext, config: Config, table: list[dict[str, Any]]) -> None:
     """Clean test loss of the two-point average against the spacing k, with the other methods beside."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = {row["method"]: row for row in table}
     figure, axis = plt.subplots(figsize=(7, 4.3))
     ks = list(config.spacings)
@@ -524,7 +516,7 @@ def _plot_spacing(ctx: RunContext, config: Config, table: list[dict[str, Any]]) 
 
 def _plot_curves(ctx: RunContext, config: Config, seeds: list[dict[str, Any]]) -> None:
     """Test loss over [T0, T]: the last iterate, its EMAs, and runs continued at lower learning rates."""
-    plt = _pyplot()
+    plt = pyplot()
     steps = seeds[0]["curve.steps"]
     figure, axis = plt.subplots(figsize=(7, 4.3))
     keys = ["last"] + [f"ema_{d}" for d in config.ema_decays] + [f"lr_{f}" for f in config.lr_fractions]

@@ -4,7 +4,7 @@ import torch
 
 @pytest.fixture(autouse=True)
 def one_thread():
-    """These tiny models run fastest on one thread (benchmarks/training_loop.py); restore afterwards."""
+    """The models in these tests are tiny: one thread is fastest (see benchmarks/); restore afterwards."""
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
