@@ -199,3 +199,23 @@ def test_extracted_algorithm_reproduces_predictions(variant):
     ablated = algorithm.without("omega_yy", "omega_xy")
     assert all(layer.omega_yy == 0 and layer.omega_xy == 0 for layer in ablated.layers)
     assert "omega_yx" in algorithm.describe()
+
+
+def test_gradient_clipping_is_per_model():
+    from learnlab.incontext.linear_transformer_variants import MomentTraining, context_moments, train_on_moments
+
+    batch = _batch(size=256)
+    moments = context_moments(batch.tokens(), batch.x.shape[1]).float()
+    teacher = batch.w.float()
+    settings = MomentTraining(steps=5, batch_size=32, learning_rate=0.01, eval_every=5, keep_best=False, clip_norm=0.1)
+
+    def trained(scale: float) -> torch.Tensor:
+        model = LinearTransformer(10, 2, "full", num_models=2, init_scale=0.05, generator=torch.Generator().manual_seed(9))
+        pool_m = torch.stack([moments, moments])
+        pool_w = torch.stack([teacher, scale * teacher])
+        train_on_moments(model, pool_m, pool_w, settings, torch.Generator().manual_seed(1), (pool_m, pool_w))
+        return model.projection.detach().clone()
+
+    plain, other = trained(1.0), trained(100.0)
+    assert torch.equal(plain[0], other[0])  # model 0 is unaffected by model 1's (clipped) huge gradients
+    assert not torch.equal(plain[1], other[1])

@@ -185,9 +185,13 @@ class LinearTransformer(nn.Module):
         ``W = [[omega_xx Sigma, omega_xy alpha], [omega_yx alpha^T, omega_yy lambda]]``.
         """
         if self.variant == "full":
-            projection = self.projection[:, index].unsqueeze(1)  # (M, 1, H, D, D)
-            key_query = self.key_query[:, index].unsqueeze(1)
-            return (projection @ moments.unsqueeze(-3) @ key_query).sum(-3)
+            # W is linear in C: vec(W) = K vec(C) with K[(i, k), (j, l)] = sum_h P_h[i, j] Q_h[l, k];
+            # one (B, D^2) x (D^2, D^2) product per model is much faster on CPU than B tiny products.
+            size = self.dim + 1
+            kernel = torch.einsum("mhij,mhlk->mikjl", self.projection[:, index], self.key_query[:, index])
+            kernel = kernel.reshape(self.num_models, size * size, size * size)
+            flat = moments.reshape(moments.shape[0], -1, size * size)
+            return torch.bmm(flat, kernel.transpose(-1, -2)).view(moments.shape)
         return moments * self._omega_matrix()[:, index].unsqueeze(1)
 
     def _as_model_batch(self, tensor: torch.Tensor, trailing: int) -> tuple[torch.Tensor, bool]:
@@ -268,6 +272,8 @@ class MomentTraining:
             (keeps Adam's first, poorly normalised steps from wrecking a warm start).
         keep_best: at the end, give every model the parameters of its evaluation (step 0 included)
             with the lowest validation loss: validation-based checkpoint selection.
+        clip_norm: if set, every model's gradient (over all its parameters) is rescaled to at most
+            this norm before the Adam step, model by model (guards against rare heavy-tailed batches).
     """
 
     steps: int = 1000
@@ -277,6 +283,7 @@ class MomentTraining:
     eval_every: int = 100
     warmup_fraction: float = 0.1
     keep_best: bool = True
+    clip_norm: float | None = None
 
 
 @dataclass
@@ -343,6 +350,13 @@ def train_on_moments(
         loss = query_averaged_loss(model.effective_weights(batch_moments), batch_teacher).mean(-1).sum()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if settings.clip_norm is not None:
+            with torch.no_grad():
+                grads = [parameter.grad for parameter in parameters.values() if parameter.grad is not None]
+                norms = torch.stack([g.reshape(g.shape[0], -1).pow(2).sum(-1) for g in grads]).sum(0).sqrt()
+                scale = (settings.clip_norm / (norms + 1e-12)).clamp(max=1.0)
+                for g in grads:
+                    g.mul_(scale.view(-1, *([1] * (g.dim() - 1))))
         optimizer.step()
         scheduler.step()
         if on_step is not None:
