@@ -31,6 +31,7 @@ from typing import Any, Literal
 import torch
 
 from learnlab.core import Claim, RunContext, Study, at_least, at_most, within
+from learnlab.core.io import pyplot
 from learnlab.incontext.causal_transformer import CausalTransformer
 from learnlab.incontext.dynamics import (
     DynamicsSpec,
@@ -385,17 +386,8 @@ def run(config: Config, ctx: RunContext) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------
 # Figures.
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _plot_per_t(ctx: RunContext, curves: dict[str, list[float]], name: str, title: str) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(7, 4.2))
     styles = {"least squares": ("k", "--"), "tuned 1-step GD": ("grey", ":")}
     for index, (label, curve) in enumerate(curves.items()):
@@ -410,7 +402,7 @@ def _plot_per_t(ctx: RunContext, curves: dict[str, list[float]], name: str, titl
 
 
 def _plot_training(ctx: RunContext, results: dict[str, dict[str, Any]], lsq_mean: float) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(7, 4.2))
     for label, result in results.items():
         axis.plot(result["steps"], result["test_losses"], label=label)
@@ -424,7 +416,7 @@ def _plot_training(ctx: RunContext, results: dict[str, dict[str, Any]], lsq_mean
 
 
 def _plot_repurposing(ctx: RunContext, config: Config, curves: dict[str, list[float]]) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(6.5, 4.2))
     for label, errors in curves.items():
         axis.plot(config.prompt_examples, errors, "-o", label=label)

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from learnlab.core import Claim, RunContext, Study, at_least, at_most, is_true, within
+from learnlab.core.io import pyplot
 from learnlab.incontext.algorithm_extraction import ExtractedAlgorithm
 from learnlab.incontext.linear_transformer_variants import (
     OMEGA_NAMES,
@@ -491,18 +492,9 @@ def _table(config: Config, measured: dict[str, Any], keys: list[str]) -> list[di
     return table
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _plot_adjusted_loss(ctx: RunContext, config: Config, measured: dict[str, Any], settings: list[NoiseDistribution]) -> None:
     """Adjusted loss against sigma_max per depth and variant, with the ridge baselines (Fig. 2 style)."""
-    plt = _pyplot()
+    plt = pyplot()
     uniform = [n for n in settings if n.kind == "uniform"]
     if not uniform:
         return
@@ -528,7 +520,7 @@ def _plot_adjusted_loss(ctx: RunContext, config: Config, measured: dict[str, Any
 
 def _plot_table(ctx: RunContext, table: list[dict[str, Any]]) -> None:
     """Table 1 layout: one row per model, 'measured (paper)' per noise setting."""
-    plt = _pyplot()
+    plt = pyplot()
     models = list(dict.fromkeys(row["model"] for row in table))
     columns = list(dict.fromkeys(row["setting"] for row in table))
     cells = {(row["model"], row["setting"]): row for row in table}
@@ -554,7 +546,7 @@ def _plot_table(ctx: RunContext, table: list[dict[str, Any]]) -> None:
 
 def _plot_training(ctx: RunContext, config: Config, groups: dict[str, dict[str, Any]], settings: list[NoiseDistribution]) -> None:
     """Validation adjusted loss during training (best start per setting), one panel per setting."""
-    plt = _pyplot()
+    plt = pyplot()
     figure, axes = plt.subplots(1, len(settings), figsize=(3.6 * len(settings), 3.4), squeeze=False)
     styles = {"gdpp": "--", "diag": "-", "full": ":"}
     for index, (axis, noise) in enumerate(zip(axes[0], settings)):
