@@ -26,6 +26,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     temp = Path(temp_name)
     try:
         write(temp)
+        os.chmod(temp, 0o644)  # mkstemp creates 0600; results are meant to be shared like any file
         os.replace(temp, path)
     finally:
         if temp.exists():
