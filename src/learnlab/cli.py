@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from learnlab.core.claims import format_measured
@@ -83,10 +84,10 @@ def _verdict_table(results: dict[str, Any]) -> Table:
     for claim in results["claims"]:
         style = VERDICT_STYLE[claim["verdict"]]
         table.add_row(
-            f"{claim['id']}: {claim['statement']}",
-            claim["paper_value"],
-            format_measured(claim["measured"]),
-            claim["criterion"],
+            escape(f"{claim['id']}: {claim['statement']}"),
+            escape(claim["paper_value"]),
+            escape(format_measured(claim["measured"])),
+            escape(claim["criterion"]),
             f"[{style}]{claim['verdict']}[/{style}]",
         )
     return table
@@ -97,21 +98,21 @@ def _print_results(console: Console, results: dict[str, Any], run_dir: Path) -> 
     how = "reused finished run" if results.get("reused") else f"finished in {results['run_seconds']:.1f} s"
     console.print(f"{how}: {run_dir}")
     if results["status"] != "ok":
-        console.print(f"[bold red]run failed:[/bold red] {results['reason']}")
+        console.print(f"[bold red]run failed:[/bold red] {escape(str(results['reason']))}")
 
 
 def _command_list(args: argparse.Namespace, console: Console) -> int:
     for study in load_studies().values():
-        console.print(f"[bold]{study.name}[/bold]  {study.title}")
-        console.print(f"  paper: {study.paper}")
+        console.print(f"[bold]{study.name}[/bold]  {escape(study.title)}")
+        console.print(f"  paper: {escape(study.paper)}")
         if study.summary:
-            console.print(f"  {study.summary}")
+            console.print(f"  {escape(study.summary)}")
         for claim in study.claims:
-            console.print(f"  - {claim.id}: {claim.statement} [dim]({claim.source}; paper: {claim.paper_value})[/dim]")
+            console.print(f"  - {claim.id}: {escape(claim.statement)} [dim]({escape(claim.source)}; paper: {escape(claim.paper_value)})[/dim]")
             if args.verbose:
-                console.print(f"      test: {claim.criterion()}")
+                console.print(f"      test: {escape(claim.criterion())}")
         if args.verbose:
-            console.print(f"  quick config: {study.config('quick')}")
+            console.print(f"  quick config: {escape(str(study.config('quick')))}")
         console.print()
     return 0
 
