@@ -12,8 +12,9 @@ from learnlab.incontext.linear_transformer_variants import (
     omega_form_update,
     query_averaged_loss,
     train_on_moments,
+    train_online,
 )
-from learnlab.incontext.noisy_regression import NoiseDistribution, sample_noisy_tasks
+from learnlab.incontext.noisy_regression import NoiseDistribution, sample_noisy_moments, sample_noisy_tasks
 from learnlab.incontext.regression import RegressionTaskSpec, sample_regression_tasks
 from learnlab.incontext.ridge_baselines import (
     SpectralRidge,
@@ -55,6 +56,25 @@ def test_noise_distributions_and_task_generator():
         chosen = batch.noise_std == level
         assert residual[chosen].std().item() == pytest.approx(level, rel=0.03)
     assert torch.equal(batch.tokens(), _batch(NoiseDistribution.categorical((1, 3)), 20000).tokens())
+
+
+def test_online_moment_sampler():
+    noises = [NoiseDistribution.uniform(0.0), NoiseDistribution.fixed(3.0)]
+    moments, teacher = sample_noisy_moments(noises, 4096, torch.Generator().manual_seed(3), dtype=torch.float64)
+    assert moments.shape == (2, 4096, 11, 11) and teacher.shape == (2, 4096, 10)
+    assert torch.allclose(moments, moments.transpose(-1, -2))
+    sigma, alpha, lam = moments[..., :-1, :-1], moments[..., :-1, -1], moments[..., -1, -1]
+    # noise-free setting: alpha = Sigma w and lambda = w^T Sigma w exactly
+    exact = (sigma[0] @ teacher[0].unsqueeze(-1)).squeeze(-1)
+    assert torch.allclose(alpha[0], exact, atol=1e-9)
+    assert torch.allclose(lam[0], (teacher[0] * exact).sum(-1), atol=1e-8)
+    # E Sigma = n I; E lambda = n (E||w||^2 + sigma^2) = 20 (10 + 9) with sigma = 3
+    assert torch.allclose(sigma.mean((0, 1)), 20 * torch.eye(10, dtype=torch.float64), atol=0.6)
+    assert lam[1].mean().item() == pytest.approx(20 * 19, rel=0.05)
+    again, _ = sample_noisy_moments(noises, 4096, torch.Generator().manual_seed(3), dtype=torch.float64)
+    assert torch.equal(again, moments)
+    with pytest.raises(ValueError):
+        sample_noisy_moments([], 8)
 
 
 def test_regression_sampler_per_sequence_noise_is_backwards_compatible():
@@ -104,6 +124,25 @@ def test_diag_layer_equals_omega_form_float64():
     assert torch.all(gdpp.omegas()[..., 1] == 0) and torch.all(gdpp.omegas()[..., 3] == 0)
 
 
+def test_full_restricted_to_diag_pattern_is_diag():
+    """FULL with DIAG's sparsity pattern computes exactly DIAG's function (no parametrisation bug)."""
+    diag = LinearTransformer(10, 3, "diag", num_models=2, init_scale=0.2, generator=torch.Generator().manual_seed(11),
+                             dtype=torch.float64)
+    full = LinearTransformer(10, 3, "full", num_models=2, dtype=torch.float64)
+    with torch.no_grad():
+        projection, key_query = diag.matrices()
+        full.projection.copy_(projection)
+        full.key_query.copy_(key_query)
+    moments = context_moments(_batch(size=512).tokens(), 20).expand(2, -1, -1, -1)
+    assert torch.allclose(full.effective_weights(moments), diag.effective_weights(moments), atol=1e-12, rtol=1e-12)
+    # the FULL loss gradient, summed over DIAG's pattern, is DIAG's gradient (chain rule through P = diag(p))
+    teacher = _batch(size=512).w.expand(2, -1, -1)
+    query_averaged_loss(diag.effective_weights(moments), teacher).mean().backward()
+    query_averaged_loss(full.effective_weights(moments), teacher).mean().backward()
+    grad_p_x = torch.diagonal(full.projection.grad, dim1=-2, dim2=-1)[..., :-1].sum(-1)
+    assert torch.allclose(grad_p_x, diag.p.grad[..., 0], rtol=1e-9, atol=1e-12)
+
+
 def test_model_batch_and_query_averaged_loss():
     batch = _batch(size=512)
     model = LinearTransformer(10, 2, "diag", num_models=3, init_scale=0.05, generator=torch.Generator().manual_seed(6),
@@ -135,6 +174,24 @@ def test_training_learns_one_step_gd():
     eta = tune_one_step_gd(moments[0, :, :-1, -1].double(), teacher[0].double())
     assert -model.omegas()[0, 0, 2].item() == pytest.approx(eta, rel=0.1)
     assert history.losses[-1][0] == pytest.approx(0.5 * 10 * (1 - 20 / 31), rel=0.1)  # analytic ½(d - dn/(d+n+1))
+
+
+def test_online_training_learns_one_step_gd():
+    noise = [NoiseDistribution.uniform(0.0)]
+    generator = torch.Generator().manual_seed(12)
+    validation = sample_noisy_moments(noise, 2048, torch.Generator().manual_seed(13))
+    model = LinearTransformer(10, 1, "diag", init_scale=0.05, generator=torch.Generator().manual_seed(8))
+    drawn = []
+
+    def draw(step):
+        drawn.append(step)
+        return sample_noisy_moments(noise, 128, generator)
+
+    history = train_online(model, draw, MomentTraining(150, 128, 0.03, 0.05, 50, clip_norm=10.0), validation)
+    assert drawn == list(range(1, 151))  # one fresh batch per step
+    assert history.steps == [0, 50, 100, 150] and len(history.best_losses) == 1
+    assert -model.omegas()[0, 0, 2].item() == pytest.approx(1 / 31, rel=0.1)  # eta* = 1 / (n + d + 1)
+    assert history.best_losses[0] == pytest.approx(0.5 * 10 * (1 - 20 / 31), rel=0.1)
 
 
 # ---------------------------------------------------------------- baselines

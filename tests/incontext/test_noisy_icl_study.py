@@ -18,6 +18,17 @@ def test_config_validation_and_table():
         Config(categorical=("1/x",))
     with pytest.raises(ValueError):
         Config(num_context=10)
+    with pytest.raises(ValueError):
+        Config(random_inits=(0,))  # depth 1 has no warm start
+    with pytest.raises(ValueError):
+        Config(random_inits=(1, 0), warm_start=False)
+    for bad in ({"steps": ()}, {"steps": (10, 0)}, {"learning_rates": (0.01, -1.0)}, {"batch_size": 0},
+                {"clip_norm": 0.0}, {"full_layers": (2, 1)}):
+        with pytest.raises(ValueError):
+            Config(**bad)
+    quick = PRESETS["quick"]
+    assert quick.training_steps(5) == quick.steps[-1] and quick.learning_rate(1) == quick.learning_rates[0]
+    assert quick.random_starts(3) == 0 and quick.warm_start  # depth 3 starts from warm starts only
     assert [n.key for n in PRESETS["quick"].noise_settings()] == ["u0", "u1", "u3", "u5", "c1_3"]
     assert paper_value("diag1", "u0") == 1.768 and paper_value("constrr", "u5") == 0.365
     assert paper_value("full2", "u0") is None

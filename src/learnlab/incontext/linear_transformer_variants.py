@@ -260,11 +260,12 @@ def query_averaged_loss(weights: torch.Tensor, teacher: torch.Tensor) -> torch.T
 
 @dataclass(frozen=True)
 class MomentTraining:
-    """Adam on a fixed pool of sequences: linear warm-up, then a cosine learning-rate decay.
+    """Adam with a linear warm-up, then a cosine learning-rate decay (:func:`train_online`).
 
     Attributes:
         steps: optimiser steps.
-        batch_size: sequences per model and step, drawn from the pool with replacement.
+        batch_size: sequences per model and step (fresh ones online, or drawn from a pool with
+            replacement by :func:`train_on_moments`).
         learning_rate: peak Adam learning rate; decays to ``final_lr_fraction`` of it (cosine).
         final_lr_fraction: the last step's learning rate over the peak.
         eval_every: steps between validation evaluations.
@@ -302,21 +303,51 @@ def train_on_moments(
     validation: tuple[torch.Tensor, torch.Tensor],
     on_step: Callable[[int, float], None] | None = None,
 ) -> MomentHistory:
-    """Train the ``M`` models of ``model`` at once on pools of sequences given by their moments.
+    """Train the ``M`` models of ``model`` at once on fixed pools of sequences given by their moments.
 
     Args:
         moments: context moments ``C = sum_j e_j e_j^T`` ``(M, P, D, D)``, one pool per model
-            (pools may be views of a shared one).
+            (pools may be views of a shared one); each step draws ``batch_size`` of them with replacement.
         teacher: the pools' teachers ``w`` ``(M, P, d)``.
         validation: ``(moments, teacher)`` ``(M, V, D, D)``, ``(M, V, d)``, for the history.
         on_step: sees the step and the summed training loss (e.g. to stop on NaN).
 
+    See :func:`train_online` for the loss and the optimiser; this variant replays a fixed pool.
+    """
+    pool = moments.shape[1]
+    models = torch.arange(moments.shape[0], device=moments.device).unsqueeze(-1)
+
+    def draw(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        index = torch.randint(pool, (moments.shape[0], settings.batch_size), generator=generator).to(moments.device)
+        return moments[models, index], teacher[models, index]
+
+    return train_online(model, draw, settings, validation, on_step)
+
+
+def train_online(
+    model: LinearTransformer,
+    draw: Callable[[int], tuple[torch.Tensor, torch.Tensor]],
+    settings: MomentTraining,
+    validation: tuple[torch.Tensor, torch.Tensor],
+    on_step: Callable[[int, float], None] | None = None,
+) -> MomentHistory:
+    """Train the ``M`` models of ``model`` at once, on a batch that ``draw(step)`` supplies every step.
+
+    Args:
+        draw: returns the step's context moments ``(M, B, D, D)`` and teachers ``(M, B, d)``; the
+            paper's protocol draws fresh sequences every step (online training, no fixed pool).
+        settings: steps, learning-rate schedule, clipping and checkpoint selection (``batch_size``
+            is what ``draw`` returns).
+        validation: ``(moments, teacher)`` ``(M, V, D, D)``, ``(M, V, d)``, for the history and
+            the best-checkpoint selection.
+        on_step: sees the step and the summed training loss (e.g. to stop on NaN).
+
     The loss is the sum over models of each model's mean :func:`query_averaged_loss`; since the
-    models share no parameter and Adam is element-wise, each trains exactly as if alone.
+    models share no parameter, Adam is element-wise and clipping is per model, each trains exactly
+    as if alone.
     """
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
     floor = settings.final_lr_fraction
-
     warmup = int(settings.warmup_fraction * settings.steps)
 
     def schedule(step: int) -> float:
@@ -327,11 +358,10 @@ def train_on_moments(
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     history = MomentHistory()
-    pool = moments.shape[1]
-    models = torch.arange(moments.shape[0], device=moments.device).unsqueeze(-1)
+    num_models = validation[0].shape[0]
     parameters = dict(model.named_parameters())
     best = {name: parameter.detach().clone() for name, parameter in parameters.items()}
-    best_loss = torch.full((moments.shape[0],), math.inf)
+    best_loss = torch.full((num_models,), math.inf)
 
     def evaluate(step: int) -> None:
         with torch.no_grad():
@@ -345,8 +375,7 @@ def train_on_moments(
 
     evaluate(0)
     for step in range(1, settings.steps + 1):
-        index = torch.randint(pool, (moments.shape[0], settings.batch_size), generator=generator).to(moments.device)
-        batch_moments, batch_teacher = moments[models, index], teacher[models, index]
+        batch_moments, batch_teacher = draw(step)
         loss = query_averaged_loss(model.effective_weights(batch_moments), batch_teacher).mean(-1).sum()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

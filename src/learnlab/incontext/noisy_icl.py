@@ -11,16 +11,16 @@ model implements. It checks:
 2. ConstRR and AdaRR match Table 1;
 3. two-layer DIAG beats two-layer GD++ with noise;
 4. GD++ does not beat ConstRR with noise (it models one noise level);
-5. DIAG and FULL agree at equal depth (FULL trained on its own: random starts and its own
-   shallower models, never from DIAG weights);
+5. DIAG and FULL agree at equal depth (FULL trained by the same protocol on its own: random starts
+   and its own shallower models, never from DIAG weights);
 6. three-layer DIAG beats ConstRR with much noise, and DIAG improves with depth;
 7. the extracted explicit algorithm reproduces the DIAG model and uses adaptive rescaling.
 
 Evaluation detail: every predictor here is linear in the (noise-free, N(0, I)) query, so its expected
 ½·squared error over the query is ``½ ||w_eff - w||^2`` in closed form; losses are this expectation
 averaged over fixed test sequences (Table 1 samples the query instead: same expectation, more
-variance). Training uses the same query-averaged loss on a fixed pool of sequences, through the
-context moments (see :meth:`LinearTransformer.readout_row`).
+variance). Training uses the same query-averaged loss on fresh sequences drawn every step (online,
+as the paper), through the context moments (see :meth:`LinearTransformer.readout_row`).
 """
 
 from __future__ import annotations
@@ -40,9 +40,9 @@ from learnlab.incontext.linear_transformer_variants import (
     MomentTraining,
     context_moments,
     query_averaged_loss,
-    train_on_moments,
+    train_online,
 )
-from learnlab.incontext.noisy_regression import NoiseDistribution, sample_noisy_tasks
+from learnlab.incontext.noisy_regression import NoiseDistribution, sample_noisy_moments, sample_noisy_tasks
 from learnlab.incontext.ridge_baselines import SpectralRidge, tune_constant_ridge, tune_one_step_gd, tune_tuned_ridge
 
 # Table 1 of the paper (adjusted eval loss), notes §5. Columns: sigma_max = 0..7, then {1,3}, {1,3,5}.
@@ -79,37 +79,44 @@ def paper_value(row: str, column: str) -> float | None:
 class Config:
     """Every knob of the study; the defaults are the ``quick`` preset.
 
+    Training protocol (the same for GD++, DIAG and FULL at a given depth): Adam on **fresh online
+    batches** (every step draws ``batch_size`` new sequences per noise setting, as the paper does;
+    no fixed pool to overfit), a linear warm-up over 10% of the steps and a cosine decay to
+    ``final_lr_fraction`` of the peak, per-model gradient-norm clipping, and the checkpoint with the
+    lowest loss on ``validation_size`` held-out sequences per setting. Each model and setting is
+    trained from several starts at once (one batched optimiser); the best start on validation is
+    reported (the paper: best of 5 seeds).
+
     Attributes:
         dim, num_context: d and n (paper: 10 and 20).
         layers: depths of the GD++ and DIAG models (paper: 1-7).
         full_layers: depths of the FULL models. FULL never sees a trained DIAG or GD++ weight: its
-            starts are ``random_inits`` random ones and (``warm_start``) the best shallower FULL model
-            plus identity layers; the best start on ``full_validation_size`` sequences is reported.
+            starts are random ones and (``warm_start``) its own best shallower model plus identity
+            layers.
         sigma_max: uniform mixed-noise settings ``sigma ~ U(0, sigma_max)`` (paper: 0-7).
         categorical: categorical noise sets, each written ``"1/3"`` (paper: ``1/3`` and ``1/3/5``).
-        random_inits: random initialisations per model and noise setting; the best on validation
-            sequences is reported (paper: best of 5 seeds), each at its best validation checkpoint.
+        random_inits: random initialisations per model and noise setting at depth 1, 2, ... (the
+            last value for deeper ones; 0 is allowed where a warm start exists: from three layers
+            on, a random start does not get near a warm one within a CPU budget).
         warm_start: more candidate starts: each depth-L model from the best shallower model of its
-            variant plus identity layers, and each DIAG model from the best GD++ model of its depth.
-        steps, batch_size, learning_rate: Adam (10% linear warm-up, then a cosine decay to
-            ``final_lr_fraction`` of the peak) for GD++ (paper: 200k steps, batch 2048, lr 1e-4).
-        diag_learning_rates: the peak for DIAG models of depth 1, 2, ... (the last value for deeper
-            ones): from 3 layers on, the ``omega_yy lambda`` terms (lambda ~ n (d + sigma^2)) make
-            larger steps unstable, and a warm start is refined rather than left.
-        full_steps, full_learning_rates: steps and peak learning rate per depth (as
-            ``diag_learning_rates``) for FULL models.
-        full_eval_every: steps between FULL's (larger) validation evaluations.
-        full_clip_norm: per-model gradient-norm clipping for FULL (rare heavy-tailed batches).
-        full_validation_size: validation sequences per setting for FULL's checkpoint and start
-            selection (larger than ``validation_size``: a FULL model can fit the bulk and blow up on
-            rare sequences with large ``lambda``, which a small validation set misses).
-        init_scale: std of every initial p, q scalar (FULL: plus 0.1 x that off the diagonal).
+            variant plus identity layers (``P = 0``), and (``diag_from_gdpp``) each DIAG model from
+            the best GD++ model of its depth.
+        diag_from_gdpp: the GD++ warm start for DIAG (GD++ is DIAG with ``q_y = 0``).
+        steps: Adam steps per model at depth 1, 2, ... (the last value for deeper ones; paper: 200k).
+        learning_rates: peak Adam learning rate at depth 1, 2, ... (the last value for deeper
+            ones; paper: 1e-4 for 200k steps). From three layers on the ``omega_yy lambda`` terms
+            (lambda ~ n (d + sigma^2), heavy-tailed) make large steps unstable.
+        batch_size: fresh sequences per noise setting and step (paper: 2048), shared by the
+            setting's starts.
+        clip_norm: per-model gradient-norm clipping (rare heavy-tailed batches).
+        final_lr_fraction: the last step's learning rate over the peak.
+        init_scale: std of every initial p, q scalar (FULL: plus 0.1 x that in every entry).
         num_heads: heads per layer (paper's analysis: 1).
-        pool_size: training sequences per noise setting (a fixed pool, sampled with replacement).
-        validation_size: sequences per setting for the learning curves and for picking the best start.
+        validation_size: held-out sequences per setting for checkpoint and start selection (large:
+            a model can fit the bulk and blow up on rare sequences with large ``lambda``).
+        eval_every: steps between validation evaluations.
         test_size: sequences per setting for every reported loss (paper: 100k).
         tuning_size: sequences per setting on which the ridge baselines are tuned.
-        eval_every: steps between validation evaluations.
         extraction_size: float64 sequences on which the extracted algorithm is compared to the model.
     """
 
@@ -119,54 +126,69 @@ class Config:
     full_layers: tuple[int, ...] = (1, 2, 3)
     sigma_max: tuple[float, ...] = (0.0, 1.0, 3.0, 5.0)
     categorical: tuple[str, ...] = ("1/3",)
-    random_inits: int = 2
+    random_inits: tuple[int, ...] = (2, 1, 0)
     warm_start: bool = True
-    steps: int = 400
+    diag_from_gdpp: bool = True
+    steps: tuple[int, ...] = (200, 400, 900)
+    learning_rates: tuple[float, ...] = (0.01, 0.01, 0.001)
     batch_size: int = 256
-    learning_rate: float = 0.01
-    diag_learning_rates: tuple[float, ...] = (0.01, 0.01, 0.0005)
-    full_steps: int = 400
-    full_learning_rates: tuple[float, ...] = (0.01, 0.01, 0.0003)
-    full_clip_norm: float = 1.0
-    full_validation_size: int = 16384
-    full_eval_every: int = 100
+    clip_norm: float = 1.0
     final_lr_fraction: float = 0.01
     init_scale: float = 0.01
     num_heads: int = 1
-    pool_size: int = 16384
-    validation_size: int = 4096
+    validation_size: int = 16384
+    eval_every: int = 100
     test_size: int = 50000
     tuning_size: int = 20000
-    eval_every: int = 50
     extraction_size: int = 2048
 
     def __post_init__(self) -> None:
-        positive = ("dim", "num_context", "random_inits", "steps", "batch_size", "full_steps", "num_heads",
-                    "pool_size", "validation_size", "full_validation_size", "full_eval_every", "test_size", "tuning_size", "eval_every", "extraction_size")
+        positive = ("dim", "num_context", "batch_size", "num_heads", "validation_size", "eval_every", "test_size",
+                    "tuning_size", "extraction_size")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.num_context <= self.dim:
             raise ValueError(f"AdaRR needs num_context > dim, got {self.num_context} <= {self.dim}")
-        if not self.diag_learning_rates or min(self.diag_learning_rates) <= 0:
-            raise ValueError(f"diag_learning_rates must be positive numbers, got {self.diag_learning_rates}")
-        if not self.full_learning_rates or min(self.full_learning_rates) <= 0:
-            raise ValueError(f"full_learning_rates must be positive numbers, got {self.full_learning_rates}")
-        for name in ("learning_rate", "full_clip_norm", "init_scale"):
+        if not self.steps or min(self.steps) < 1:
+            raise ValueError(f"steps must be one or more step counts >= 1 (per depth), got {self.steps}")
+        if not self.learning_rates or min(self.learning_rates) <= 0:
+            raise ValueError(f"learning_rates must be positive numbers (per depth), got {self.learning_rates}")
+        if not self.random_inits or min(self.random_inits) < 0:
+            raise ValueError(f"random_inits must be counts >= 0 (per depth), got {self.random_inits}")
+        for name in ("clip_norm", "init_scale"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if not 0 < self.final_lr_fraction <= 1:
             raise ValueError(f"final_lr_fraction must be in (0, 1], got {self.final_lr_fraction}")
         if not self.layers or min(self.layers) < 1 or list(self.layers) != sorted(set(self.layers)):
             raise ValueError(f"layers must be increasing depths >= 1, got {self.layers}")
-        if not set(self.full_layers) <= set(self.layers):
-            raise ValueError(f"full_layers {self.full_layers} must be a subset of layers {self.layers}")
+        if not set(self.full_layers) <= set(self.layers) or list(self.full_layers) != sorted(set(self.full_layers)):
+            raise ValueError(f"full_layers {self.full_layers} must be increasing depths from layers {self.layers}")
+        for variant, depths in (("GD++/DIAG", self.layers), ("FULL", self.full_layers)):
+            for position, depth in enumerate(depths):
+                if self.random_starts(depth) == 0 and (position == 0 or not self.warm_start):
+                    raise ValueError(f"{variant} at depth {depth} would have no start: random_inits "
+                                     f"{self.random_inits} gives 0 and there is no shallower warm start")
         if min(self.sigma_max, default=0.0) < 0:
             raise ValueError(f"sigma_max values must be >= 0, got {self.sigma_max}")
         if not self.sigma_max and not self.categorical:
             raise ValueError("need at least one noise setting")
         for text in self.categorical:
             self._parse_levels(text)
+
+    @staticmethod
+    def _per_depth(values: tuple, depth: int):
+        return values[min(depth, len(values)) - 1]
+
+    def random_starts(self, depth: int) -> int:
+        return self._per_depth(self.random_inits, depth)
+
+    def training_steps(self, depth: int) -> int:
+        return self._per_depth(self.steps, depth)
+
+    def learning_rate(self, depth: int) -> float:
+        return self._per_depth(self.learning_rates, depth)
 
     @staticmethod
     def _parse_levels(text: str) -> tuple[float, ...]:
@@ -185,16 +207,15 @@ class Config:
 
 
 PRESETS = {
-    "smoke": Config(layers=(1, 2), full_layers=(1,), sigma_max=(0.0, 3.0), categorical=(), random_inits=1, steps=30,
-                    batch_size=64, full_steps=20, pool_size=1024, validation_size=256, full_validation_size=512, full_eval_every=10, test_size=2000,
-                    tuning_size=2000, eval_every=10, extraction_size=256),
+    "smoke": Config(layers=(1, 2), full_layers=(1,), sigma_max=(0.0, 3.0), categorical=(), random_inits=(1,), steps=(30,),
+                    learning_rates=(0.01,), batch_size=64, validation_size=512, eval_every=10, test_size=2000,
+                    tuning_size=2000, extraction_size=256),
     "quick": Config(),
-    # Table 1's grid (the paper trains 200k steps at lr 1e-4, batch 2048, best of 5 seeds); for a GPU.
+    # Table 1's grid at (close to) the paper's budget: 200k steps, batch 2048, lr 1e-4, best of 5 seeds; for a GPU.
     "full": Config(layers=(1, 2, 3, 4, 5, 6, 7), full_layers=(1, 2, 3, 4, 5, 6, 7),
-                   sigma_max=(0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0), categorical=("1/3", "1/3/5"), random_inits=4,
-                   steps=20000, batch_size=2048, learning_rate=0.003, diag_learning_rates=(0.003, 0.003, 0.0003),
-                   full_steps=20000, full_learning_rates=(0.003, 0.003, 0.0003),
-                   pool_size=262144, validation_size=16384, full_validation_size=65536, full_eval_every=500, test_size=100000, tuning_size=100000, eval_every=500),
+                   sigma_max=(0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0), categorical=("1/3", "1/3/5"),
+                   random_inits=(5, 2, 1), steps=(20000, 50000, 200000), learning_rates=(0.003, 0.001, 0.0001),
+                   batch_size=2048, validation_size=65536, eval_every=1000, test_size=100000, tuning_size=100000),
 }
 
 
@@ -271,26 +292,22 @@ def _model_from(config: Config, variant: str, depth: int, parameters: dict[str, 
 
 
 def _train_group(config: Config, ctx: RunContext, variant: str, depth: int, settings: list[NoiseDistribution],
-                 pools: list[NoisySet], validation: list[NoisySet], test: list[NoisySet],
+                 validation: list[NoisySet], test: list[NoisySet],
                  warm_starts: list[dict[str, torch.Tensor]]) -> dict[str, Any]:
     """Train ``variant`` at ``depth`` for every noise setting and start at once; keep the best start.
 
-    Starts: ``random_inits`` random ones, then one per entry of ``warm_starts`` (trained ``p, q`` of
-    shape ``(settings, L', H, 2 or 1)`` with ``L' <= depth``: the first ``L'`` layers are copied, the
-    remaining layers start as the identity (``p = 0``), a missing ``q_y`` (GD++) starts at 0). For
-    FULL, ``warm_starts`` hold trained shallower FULL ``projection, key_query`` (the extra layers start
-    with ``P = 0``, the identity); FULL also trains with per-model gradient clipping.
+    Starts: ``config.random_starts(depth)`` random ones, then one per entry of ``warm_starts``
+    (trained ``p, q`` of shape ``(settings, L', H, 2 or 1)`` with ``L' <= depth``: the first ``L'``
+    layers are copied, the remaining layers start as the identity (``p = 0``), a missing ``q_y``
+    (GD++) starts at 0). For FULL, ``warm_starts`` hold trained shallower FULL ``projection,
+    key_query`` (the extra layers start with ``P = 0``, the identity). Every step draws fresh
+    sequences per setting (online, as the paper), shared by that setting's starts.
     """
     name = f"{variant}{depth}"
     num_settings = len(settings)
-    starts = config.random_inits + len(warm_starts)
-    clip, eval_every = None, config.eval_every
-    if variant == "full":
-        steps, clip, eval_every = config.full_steps, config.full_clip_norm, config.full_eval_every
-        lr = config.full_learning_rates[min(depth, len(config.full_learning_rates)) - 1]
-    else:
-        steps = config.steps
-        lr = config.learning_rate if variant == "gdpp" else config.diag_learning_rates[min(depth, len(config.diag_learning_rates)) - 1]
+    random_starts = config.random_starts(depth)
+    starts = random_starts + len(warm_starts)
+    steps, lr = config.training_steps(depth), config.learning_rate(depth)
     count = num_settings * starts
     model = LinearTransformer(config.dim, depth, variant, config.num_heads, count, config.init_scale,
                               generator=ctx.generator(name, "init"))
@@ -300,7 +317,7 @@ def _train_group(config: Config, ctx: RunContext, variant: str, depth: int, sett
             projection = model.projection.view(num_settings, starts, depth, config.num_heads, size, size)
             key_query = model.key_query.view(num_settings, starts, depth, config.num_heads, size, size)
             for offset, start in enumerate(warm_starts):
-                index, copied = config.random_inits + offset, start["projection"].shape[1]
+                index, copied = random_starts + offset, start["projection"].shape[1]
                 projection[:, index, :copied] = start["projection"]
                 projection[:, index, copied:] = 0.0
                 key_query[:, index, :copied] = start["key_query"]
@@ -308,7 +325,7 @@ def _train_group(config: Config, ctx: RunContext, variant: str, depth: int, sett
             p = model.p.view(num_settings, starts, depth, config.num_heads, 2)
             q = model.q.view(num_settings, starts, depth, config.num_heads, -1)
             for offset, start in enumerate(warm_starts):
-                index, copied = config.random_inits + offset, start["p"].shape[1]
+                index, copied = random_starts + offset, start["p"].shape[1]
                 p[:, index, :copied] = start["p"]
                 p[:, index, copied:] = 0.0  # extra layers start as the identity
                 q[:, index, :copied] = 0.0
@@ -317,21 +334,24 @@ def _train_group(config: Config, ctx: RunContext, variant: str, depth: int, sett
     def expand(tensor: torch.Tensor) -> torch.Tensor:
         return tensor.unsqueeze(1).expand(num_settings, starts, *tensor.shape[1:]).reshape(count, *tensor.shape[1:])
 
-    pool_moments = expand(torch.stack([pool.moments.float() for pool in pools]))
-    pool_teacher = expand(torch.stack([pool.teacher.float() for pool in pools]))
+    generator = ctx.generator(name, "data")
+
+    def draw(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        moments, teacher = sample_noisy_moments(settings, config.batch_size, generator, config.dim, config.num_context)
+        return expand(moments), expand(teacher)
+
     val_moments = expand(torch.stack([v.moments.float() for v in validation]))
     val_teacher = expand(torch.stack([v.teacher.float() for v in validation]))
     val_oracle = torch.tensor([v.oracle_loss.mean().item() for v in validation]).repeat_interleave(starts)
-    settings_training = MomentTraining(steps, config.batch_size, lr, config.final_lr_fraction, eval_every,
-                                       clip_norm=clip)
+    settings_training = MomentTraining(steps, config.batch_size, lr, config.final_lr_fraction, config.eval_every,
+                                       clip_norm=config.clip_norm)
     with ctx.progress(f"train {name} ({count} models)", steps) as bar:
 
         def on_step(step: int, loss: float) -> None:
             ctx.check_finite(loss, f"{name} training loss at step {step}")
             bar.advance(1, loss=loss / count)
 
-        history = train_on_moments(model, pool_moments, pool_teacher, settings_training, ctx.generator(name, "data"),
-                                   (val_moments, val_teacher), on_step)
+        history = train_online(model, draw, settings_training, (val_moments, val_teacher), on_step)
     curves = (torch.tensor(history.losses) - val_oracle).T.reshape(num_settings, starts, -1)  # adjusted
     final = (torch.tensor(history.best_losses) - val_oracle).reshape(num_settings, starts).nan_to_num(math.inf)
     best = final.argmin(1)
@@ -396,9 +416,6 @@ def run(config: Config, ctx: RunContext) -> dict[str, Any]:
     test = [_noisy_set(config, noise, config.test_size, ctx.generator("test", noise.key)) for noise in settings]
     validation = [_noisy_set(config, noise, config.validation_size, ctx.generator("validation", noise.key))
                   for noise in settings]
-    pools = [_noisy_set(config, noise, config.pool_size, ctx.generator("pool", noise.key)) for noise in settings]
-    full_validation = [_noisy_set(config, noise, config.full_validation_size, ctx.generator("validation_full", noise.key))
-                       for noise in settings] if config.full_layers else []
     measured: dict[str, Any] = {}
     measured.update(ctx.stage("baselines", lambda: _baselines(config, ctx, settings, test)))
 
@@ -408,12 +425,12 @@ def run(config: Config, ctx: RunContext) -> dict[str, Any]:
             starts = []
             if config.warm_start and position > 0:  # the best shallower model of this variant
                 starts.append(groups[f"{variant}{config.layers[position - 1]}"])
-            if config.warm_start and variant == "diag":  # the best GD++ model of this depth
+            if config.warm_start and config.diag_from_gdpp and variant == "diag":  # the best GD++ model of this depth
                 starts.append(groups[f"gdpp{depth}"])
             starts = [{key: group[key] for key in ("p", "q")} for group in starts]
             groups[f"{variant}{depth}"] = ctx.stage(
                 f"train_{variant}{depth}",
-                lambda: _train_group(config, ctx, variant, depth, settings, pools, validation, test, starts),
+                lambda: _train_group(config, ctx, variant, depth, settings, validation, test, starts),
             )
     # FULL is trained on its own: random starts and its own shallower models, never DIAG's weights.
     for position, depth in enumerate(config.full_layers):
@@ -423,7 +440,7 @@ def run(config: Config, ctx: RunContext) -> dict[str, Any]:
             starts.append({key: shallower[key] for key in ("projection", "key_query")})
         groups[f"full{depth}"] = ctx.stage(
             f"train_full{depth}",
-            lambda: _train_group(config, ctx, "full", depth, settings, pools, full_validation, test, starts),
+            lambda: _train_group(config, ctx, "full", depth, settings, validation, test, starts),
         )
     for name, group in groups.items():
         measured.update({key: value for key, value in group.items() if key.startswith("adjusted_")})

@@ -15,6 +15,7 @@ makes the standard deviation 1) with per-sequence noise.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -107,3 +108,32 @@ def sample_noisy_tasks(
     return sample_regression_tasks(
         noisy_task_spec(dim, num_context), batch_size, generator, dtype=dtype, device=device, noise_std=sigma
     )
+
+
+def sample_noisy_moments(
+    noises: Sequence[NoiseDistribution],
+    batch_size: int,
+    generator: torch.Generator | None = None,
+    dim: int = 10,
+    num_context: int = 20,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fresh sequences for several noise settings at once, as what the moment-based models need.
+
+    Returns the context moments ``C = sum_{j <= n} e_j e_j^T`` ``(S, B, d+1, d+1)`` and the teachers
+    ``w`` ``(S, B, d)``, one row of ``batch_size`` sequences per setting (paper §2: ``x, w ~ N(0, I)``,
+    ``y_i = <w, x_i> + N(0, sigma_tau^2)``). The query is not drawn: every model here is linear in it,
+    and the loss is its closed-form average (see ``query_averaged_loss``). This is the online-training
+    sampler (the paper draws a fresh batch at every step); one call draws all settings together.
+    """
+    if batch_size < 1 or not noises:
+        raise ValueError(f"need batch_size >= 1 and at least one noise setting, got {batch_size}, {len(noises)}")
+    sigma = torch.stack([noise.sample(batch_size, generator, dtype=dtype, device=device) for noise in noises])
+    shape = (len(noises), batch_size)
+    w = torch.randn(shape + (dim,), generator=generator, dtype=dtype, device=device)
+    x = torch.randn(shape + (num_context, dim), generator=generator, dtype=dtype, device=device)
+    noise = torch.randn(shape + (num_context,), generator=generator, dtype=dtype, device=device)
+    y = (x @ w.unsqueeze(-1)).squeeze(-1) + sigma.unsqueeze(-1) * noise
+    tokens = torch.cat([x, y.unsqueeze(-1)], dim=-1)
+    return tokens.transpose(-1, -2) @ tokens, w
