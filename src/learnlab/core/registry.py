@@ -20,6 +20,7 @@ STUDY_MODULES: tuple[str, ...] = (
     "learnlab.incontext.noisy_icl",
     "learnlab.optim.trajectories",
     "learnlab.knowledge.world_model",
+    "learnlab.knowledge.priming",
 )
 PRESETS: tuple[str, ...] = ("smoke", "quick", "full")
 

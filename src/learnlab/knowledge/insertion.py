@@ -112,17 +112,19 @@ def background_batch(stream: torch.Tensor, step: int, rows: int, length: int, se
 
 
 def insert_sample(model: torch.nn.Module, sample_ids: Sequence[int], background: torch.Tensor, settings: InsertionSettings,
-                  seed: int, pad_id: int = 0, on_step: Callable[[int, float], None] | None = None) -> list[float]:
+                  seed: int, pad_id: int = 0, on_step: Callable[[int, float], None] | None = None,
+                  optimizer: torch.optim.Optimizer | None = None) -> list[float]:
     """Train ``model`` in place on background minibatches with the sample in row 0 on presentation steps.
 
     ``background`` is a 1-D token stream (e.g. :func:`pretraining.pack_documents` of background
     texts). The background rows are the same for every sample with the same ``seed``. Returns the
     loss of every step (mean next-token cross-entropy over the batch's non-padding tokens).
+    ``optimizer`` (e.g. one continuing pretraining's state) replaces the fresh one of ``settings``.
     """
     device = model_device(model)
     sample = torch.tensor(list(sample_ids), dtype=torch.long)
     width = max(settings.sequence_length + 1, sample.numel())
-    optimizer = _optimizer(model, settings)
+    optimizer = optimizer if optimizer is not None else _optimizer(model, settings)
     was_training = model.training
     model.train()
     losses = []
@@ -214,13 +216,14 @@ def measure_insertion(model: torch.nn.Module, tokenizer: Any, text: str, keyword
     if verify and not base.matches():
         raise RuntimeError("base weights were not restored exactly")
     own, same = slice(0, 1), slice(1, 1 + len(probes))
-    scores = priming_scores(_take(before, own), _take(after, own), _take(before, same), _take(after, same)).to_dict()
+    scores = priming_scores(select_scores(before, own), select_scores(after, own), select_scores(before, same), select_scores(after, same)).to_dict()
     if cross_probes:
         cross_slice = slice(1 + len(probes), len(prompts))
-        cross = priming_scores(_take(before, own), _take(after, own), _take(before, cross_slice), _take(after, cross_slice))
+        cross = priming_scores(select_scores(before, own), select_scores(after, own), select_scores(before, cross_slice), select_scores(after, cross_slice))
         scores.update(cross_log_s_prime=cross.log_s_prime, cross_mean_log_prime=cross.mean_log_prime)
     return {**scores, "keyword_tokens": int(before.num_tokens[0]), "insertion_losses": losses}
 
 
-def _take(scores: KeywordScores, part: slice) -> KeywordScores:
+def select_scores(scores: KeywordScores, part: slice) -> KeywordScores:
+    """The scores of the prompts in ``part``."""
     return KeywordScores(scores.log_prob[part], scores.first_token_log_prob[part], scores.num_tokens[part])

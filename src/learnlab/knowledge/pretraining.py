@@ -14,6 +14,7 @@ and loses at most ``checkpoint_every`` steps.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -106,6 +107,26 @@ def load_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.op
     load_model(model, str(directory / f"model-{step}.safetensors"), device=str(next(model.parameters()).device))
     optimizer.load_state_dict(torch.load(directory / f"optimizer-{step}.pt", weights_only=True))
     return step, state["history"]
+
+
+def continued_optimizer(checkpoint_dir: Path, settings: PretrainSettings,
+                        learning_rate: float) -> Callable[[torch.nn.Module], torch.optim.Optimizer]:
+    """A factory of optimizers that continue pretraining: :func:`make_optimizer` with the latest
+    checkpoint's state (AdamW moment estimates) and a fixed ``learning_rate``; each call gets a fresh copy."""
+    state_path = checkpoint_dir / "state.json"
+    if not state_path.exists():
+        raise FileNotFoundError(f"no pretraining checkpoint in {checkpoint_dir}")
+    step = int(read_json(state_path)["step"])
+    saved = torch.load(checkpoint_dir / f"optimizer-{step}.pt", weights_only=True)
+
+    def build(model: torch.nn.Module) -> torch.optim.Optimizer:
+        optimizer = make_optimizer(model, settings)
+        optimizer.load_state_dict(copy.deepcopy(saved))
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate
+        return optimizer
+
+    return build
 
 
 def pretrain(model: torch.nn.Module, stream: torch.Tensor, settings: PretrainSettings, seed: int,

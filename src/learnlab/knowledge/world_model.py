@@ -386,6 +386,12 @@ class WorldModel:
         """The built-in Outlandish-like samples and probes of this world."""
         return load_samples(self.data_dir / "outlandish.jsonl"), load_probes(self.data_dir / "probes.jsonl")
 
+    def continued_optimizer(self, learning_rate: float) -> Any:
+        """Factory of optimizers that continue this model's pretraining (AdamW state) at ``learning_rate``."""
+        from learnlab.knowledge.pretraining import continued_optimizer
+
+        return continued_optimizer(self.run_dir / "checkpoints", self.config.pretrain_settings(), learning_rate)
+
     def load(self, device: torch.device | str = "cpu") -> tuple[Any, Any]:
         """``(model, tokenizer)``, in eval mode on ``device``."""
         from learnlab.knowledge.models import load_causal_lm
