@@ -213,8 +213,8 @@ def load_data(config: Config, world: WorldModel | None, tokenizer: Any) -> Primi
     if config.controls:
         controls = load_rewrites(_required_file(config.controls, "controls"), samples)
     else:
-        controls = {identifier: length_matched_control(sample, stones[identifier], count_tokens)
-                    for identifier, sample in ((s.id, s) for s in samples) if identifier in stones}
+        controls = {sample.id: length_matched_control(sample, stones[sample.id], count_tokens)
+                    for sample in samples if sample.id in stones}
     rewrites = {sample.id: [replace_category(stones[sample.id], "stepping-stone"), replace_category(controls[sample.id], "plain-control")]
                 for sample in samples if sample.id in stones and sample.id in controls}
     background = _lines(config.background, "background") if config.background else world.texts("train")
@@ -239,9 +239,8 @@ def build_session(config: Config, seed: int, out: Path, device: torch.device) ->
     """Load the model and data and set up the measurement (the same in every worker)."""
     from learnlab.knowledge.models import load_causal_lm
 
-    needs_world = config.model in ("", "world") or not config.samples or not config.background
-    world = world_of(config, seed, out, device.type) if needs_world else None
     own_model = config.model in ("", "world")
+    world = world_of(config, seed, out, device.type) if own_model or not config.samples else None
     model, tokenizer = world.load(device) if own_model else load_causal_lm(config.model, device)
     data = load_data(config, world, tokenizer)
     factory = world.continued_optimizer(config.learning_rate) if own_model and config.warm_start else None
