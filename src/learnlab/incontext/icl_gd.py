@@ -32,7 +32,7 @@ from learnlab.incontext.gradient_descent import (
     tune_gradient_descent,
 )
 from learnlab.incontext.regression import RegressionTaskSpec, half_mse, sample_regression_tasks
-from learnlab.incontext.training import TrainingSettings, evaluate_loss, train_in_context
+from learnlab.incontext.training import TrainingSettings, train_in_context
 
 # Reference values of the paper notes (icl-gd.md §5), used by the claims below.
 ONE_STEP_GD_REFERENCE = 0.2062

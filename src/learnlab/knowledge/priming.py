@@ -28,7 +28,7 @@ import torch
 
 from learnlab.core import Claim, RunContext, Study, at_least, at_most, is_true
 from learnlab.core.errors import UserError
-from learnlab.core.io import pyplot, write_json
+from learnlab.core.io import pyplot
 from learnlab.knowledge import priming_analysis as analysis
 from learnlab.knowledge.insertion import InsertionSettings
 from learnlab.knowledge.outlandish import OutlandishSample, Probe, load_probes, load_samples
@@ -365,13 +365,12 @@ def run(config: Config, ctx: RunContext) -> dict[str, Any]:
     out = ctx.run_dir.parent.parent
     sweep = ctx.stage("sweep", lambda: _sweep(config, ctx, out))
     measured = dict(ctx.stage("analysis", lambda: _analyse(config, ctx)))
-    measured.update({key: value for key, value in sweep.items()})
+    measured.update(sweep)
     records = read_records(ctx.run_dir / "sweep" / "samples.jsonl")
     _plot_scatter(ctx, config, records, measured)
     _plot_pruning(ctx, measured)
     if measured.get("rewritten_samples"):
         _plot_rewrites(ctx, records)
-    write_json(ctx.run_dir / "sweep" / "summary.json", {key: value for key, value in measured.items() if key != "variants"})
     return measured
 
 
