@@ -30,7 +30,7 @@ from typing import Any, Literal
 import torch
 
 from learnlab.core.runtime import derive_seed
-from learnlab.knowledge.probability import KeywordScores, keyword_log_probs, model_device
+from learnlab.knowledge.probability import KeywordScores, keyword_log_probs, model_device, pad_token_id
 
 
 class BaseWeights:
@@ -41,10 +41,15 @@ class BaseWeights:
         self._saved = {name: value.detach().clone() for name, value in model.state_dict().items()}
 
     @torch.no_grad()
-    def restore(self) -> None:
-        """Copy the saved values back into the model's own tensors (no reload, no reallocation)."""
+    def restore(self, verify: bool = False) -> None:
+        """Copy the saved values back into the model's own tensors (no reload, no reallocation).
+
+        With ``verify``, check afterwards that they are bit-identical (``RuntimeError`` if not).
+        """
         for name, value in self.model.state_dict().items():
             value.copy_(self._saved[name])
+        if verify and not self.matches():
+            raise RuntimeError("base weights were not restored exactly")
 
     @torch.no_grad()
     def matches(self) -> bool:
@@ -208,20 +213,26 @@ def measure_insertion(model: torch.nn.Module, tokenizer: Any, text: str, keyword
     before = keyword_log_probs(model, tokenizer, prompts, keyword, batch_size)
     try:
         losses = insert_sample(model, list(tokenizer(text)["input_ids"]), background, settings, seed,
-                               pad_id=getattr(tokenizer, "pad_token_id", None) or 0)
-        model.eval()
+                               pad_id=pad_token_id(tokenizer))
         after = keyword_log_probs(model, tokenizer, prompts, keyword, batch_size)
     finally:
-        base.restore()
-    if verify and not base.matches():
-        raise RuntimeError("base weights were not restored exactly")
-    own, same = slice(0, 1), slice(1, 1 + len(probes))
-    scores = priming_scores(select_scores(before, own), select_scores(after, own), select_scores(before, same), select_scores(after, same)).to_dict()
-    if cross_probes:
-        cross_slice = slice(1 + len(probes), len(prompts))
-        cross = priming_scores(select_scores(before, own), select_scores(after, own), select_scores(before, cross_slice), select_scores(after, cross_slice))
-        scores.update(cross_log_s_prime=cross.log_s_prime, cross_mean_log_prime=cross.mean_log_prime)
+        base.restore(verify)
+    own, probes_part = slice(0, 1), slice(1, None)
+    scores = same_and_cross_scores(select_scores(before, own), select_scores(after, own), select_scores(before, probes_part),
+                                   select_scores(after, probes_part), len(probes))
     return {**scores, "keyword_tokens": int(before.num_tokens[0]), "insertion_losses": losses}
+
+
+def same_and_cross_scores(own_before: KeywordScores, own_after: KeywordScores, probes_before: KeywordScores,
+                          probes_after: KeywordScores, same_count: int) -> dict[str, float]:
+    """:func:`priming_scores` over the first ``same_count`` probes (same theme) as a dict, plus
+    ``cross_log_s_prime`` and ``cross_mean_log_prime`` over the remaining (cross-theme) probes, if any."""
+    same, cross = slice(0, same_count), slice(same_count, None)
+    scores = priming_scores(own_before, own_after, select_scores(probes_before, same), select_scores(probes_after, same)).to_dict()
+    if probes_before.log_prob.numel() > same_count:
+        crossed = priming_scores(own_before, own_after, select_scores(probes_before, cross), select_scores(probes_after, cross))
+        scores.update(cross_log_s_prime=crossed.log_s_prime, cross_mean_log_prime=crossed.mean_log_prime)
+    return scores
 
 
 def select_scores(scores: KeywordScores, part: slice) -> KeywordScores:

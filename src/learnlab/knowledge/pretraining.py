@@ -95,14 +95,19 @@ def save_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.op
             path.unlink()
 
 
+def latest_checkpoint(directory: Path) -> dict[str, Any] | None:
+    """The committed ``state.json`` of ``directory`` (``step``, ``history``), or ``None`` when there is none."""
+    state_path = directory / "state.json"
+    return read_json(state_path) if state_path.exists() else None
+
+
 def load_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, dict[str, list]]:
     """Restore the latest checkpoint into ``model`` and ``optimizer``; ``(0, {})`` when there is none."""
     from safetensors.torch import load_model
 
-    state_path = directory / "state.json"
-    if not state_path.exists():
+    state = latest_checkpoint(directory)
+    if state is None:
         return 0, {}
-    state = read_json(state_path)
     step = int(state["step"])
     load_model(model, str(directory / f"model-{step}.safetensors"), device=str(next(model.parameters()).device))
     optimizer.load_state_dict(torch.load(directory / f"optimizer-{step}.pt", weights_only=True))
@@ -113,10 +118,10 @@ def continued_optimizer(checkpoint_dir: Path, settings: PretrainSettings,
                         learning_rate: float) -> Callable[[torch.nn.Module], torch.optim.Optimizer]:
     """A factory of optimizers that continue pretraining: :func:`make_optimizer` with the latest
     checkpoint's state (AdamW moment estimates) and a fixed ``learning_rate``; each call gets a fresh copy."""
-    state_path = checkpoint_dir / "state.json"
-    if not state_path.exists():
+    state = latest_checkpoint(checkpoint_dir)
+    if state is None:
         raise FileNotFoundError(f"no pretraining checkpoint in {checkpoint_dir}")
-    step = int(read_json(state_path)["step"])
+    step = int(state["step"])
     saved = torch.load(checkpoint_dir / f"optimizer-{step}.pt", weights_only=True)
 
     def build(model: torch.nn.Module) -> torch.optim.Optimizer:

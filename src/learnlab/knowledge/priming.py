@@ -35,7 +35,7 @@ from learnlab.knowledge.outlandish import OutlandishSample, Probe, load_probes, 
 from learnlab.knowledge.pretraining import pack_documents
 from learnlab.knowledge.priming_session import PrimingSession, PrimingSettings, heldout_windows
 from learnlab.knowledge.stepping_stones import length_matched_control, load_rewrites, world_stepping_stone
-from learnlab.knowledge.sweep import read_records, run_sweep
+from learnlab.knowledge.sweep import read_records, recorded_ids, run_sweep
 from learnlab.knowledge.world_model import WorldModel, ensure_world_model
 
 HEADLINE_FRACTION = 0.08  # ignore-top-8%, the paper's headline setting (priming.md §4)
@@ -256,7 +256,10 @@ def build_session(config: Config, seed: int, out: Path, device: torch.device) ->
     return session, data
 
 
-def _measure(session: PrimingSession, data: PrimingData, config: Config, index: dict[str, int]) -> Any:
+def _measure(session: PrimingSession, data: PrimingData, config: Config) -> Any:
+    """The per-sample step of the sweep: which samples also get the spaced and optimizer variants."""
+    index = {sample.id: position for position, sample in enumerate(data.samples)}
+
     def process(sample: OutlandishSample) -> dict[str, Any]:
         position = index[sample.id]
         spaced = config.spaced_every > 0 and position % config.spaced_every == 0
@@ -271,8 +274,7 @@ def _worker(config: dict[str, Any], seed: int, out: str, output: str, rank: int,
     torch.set_num_threads(1)
     settings = Config(**config)
     session, data = build_session(settings, seed, Path(out), torch.device("cpu"))
-    index = {sample.id: position for position, sample in enumerate(data.samples)}
-    measure = _measure(session, data, settings, index)
+    measure = _measure(session, data, settings)
 
     def process(sample: OutlandishSample) -> dict[str, Any]:
         if os.getppid() != parent:
@@ -282,23 +284,18 @@ def _worker(config: dict[str, Any], seed: int, out: str, output: str, rank: int,
     run_sweep(data.samples, lambda sample: sample.id, process, Path(output), rank=rank, world_size=world_size)
 
 
-def _recorded(output: Path) -> int:
-    return len({record["id"] for path in output.parent.glob(f"{output.stem}*.jsonl") for record in read_records(path)})
-
-
 def _sweep(config: Config, ctx: RunContext, out: Path) -> dict[str, Any]:
     """Measure every sample (resumable; sharded over ``workers`` processes on CPU)."""
     output = ctx.run_dir / "sweep" / "samples.jsonl"
     session, data = build_session(config, ctx.seed, out, ctx.device)
-    index = {sample.id: position for position, sample in enumerate(data.samples)}
-    already = _recorded(output)
+    already = len(recorded_ids(output))
     workers = min(config.workers, len(data.samples)) if ctx.device.type == "cpu" else 1
     started = time.perf_counter()
     with ctx.progress("insert samples", len(data.samples)) as bar:
         bar.advance(already)
         if workers > 1 and already < len(data.samples):
             _run_workers(config, ctx, out, output, workers, bar, already)
-        records = run_sweep(data.samples, lambda sample: sample.id, _measure(session, data, config, index), output,
+        records = run_sweep(data.samples, lambda sample: sample.id, _measure(session, data, config), output,
                             rank=0, world_size=1, on_item=lambda sample, record: bar.advance(1))
     seconds = time.perf_counter() - started
     measured_now = len(records) - already
@@ -323,13 +320,13 @@ def _run_workers(config: Config, ctx: RunContext, out: Path, output: Path, worke
     try:
         while any(process.is_alive() for process in processes):
             time.sleep(1.0)
-            count = _recorded(output)
+            count = len(recorded_ids(output))
             bar.advance(count - shown)
             shown = count
         failed = [rank for rank, process in enumerate(processes) if process.exitcode != 0]
         if failed:
             raise RuntimeError(f"priming worker(s) {failed} exited with code(s) {[processes[r].exitcode for r in failed]}")
-        bar.advance(_recorded(output) - shown)
+        bar.advance(len(recorded_ids(output)) - shown)
     finally:
         for process in processes:
             if process.is_alive():
@@ -340,8 +337,7 @@ def _run_workers(config: Config, ctx: RunContext, out: Path, output: Path, worke
 # --- analysis --------------------------------------------------------------------------------------
 
 
-def _analyse(config: Config, ctx: RunContext) -> dict[str, Any]:
-    records = read_records(ctx.run_dir / "sweep" / "samples.jsonl")
+def _analyse(config: Config, ctx: RunContext, records: list[dict[str, Any]]) -> dict[str, Any]:
     measured: dict[str, Any] = {}
     measured.update(analysis.correlations(records, config.bootstrap, ctx.seed))
     measured.update(analysis.threshold_split(records, config.threshold))
@@ -364,9 +360,9 @@ def _analyse(config: Config, ctx: RunContext) -> dict[str, Any]:
 def run(config: Config, ctx: RunContext) -> dict[str, Any]:
     out = ctx.run_dir.parent.parent
     sweep = ctx.stage("sweep", lambda: _sweep(config, ctx, out))
-    measured = dict(ctx.stage("analysis", lambda: _analyse(config, ctx)))
-    measured.update(sweep)
     records = read_records(ctx.run_dir / "sweep" / "samples.jsonl")
+    measured = dict(ctx.stage("analysis", lambda: _analyse(config, ctx, records)))
+    measured.update(sweep)
     _plot_scatter(ctx, config, records, measured)
     _plot_pruning(ctx, measured)
     if measured.get("rewritten_samples"):

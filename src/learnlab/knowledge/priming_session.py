@@ -31,9 +31,16 @@ from typing import Any
 import torch
 
 from learnlab.core.runtime import derive_seed
-from learnlab.knowledge.insertion import BaseWeights, InsertionSettings, insert_sample, priming_scores, select_scores
+from learnlab.knowledge.insertion import (
+    BaseWeights,
+    InsertionSettings,
+    insert_sample,
+    priming_scores,
+    same_and_cross_scores,
+    select_scores,
+)
 from learnlab.knowledge.outlandish import OutlandishSample, Probe, probe_prefixes
-from learnlab.knowledge.probability import KeywordScores, encode_pair, keyword_log_probs, model_device
+from learnlab.knowledge.probability import KeywordScores, encode_pair, keyword_log_probs, model_device, pad_rows, pad_token_id
 from learnlab.knowledge.update_pruning import Scope, ignore_topk, parameter_snapshot
 
 
@@ -69,16 +76,6 @@ def variant_name(selection: str, fraction: float) -> str:
     return f"{selection}-{100 * fraction:g}"
 
 
-def _pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    length = max(map(len, rows))
-    ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), length), dtype=torch.long)
-    for row, values in enumerate(rows):
-        ids[row, : len(values)] = torch.tensor(list(values))
-        mask[row, : len(values)] = 1
-    return ids, mask
-
-
 class PrimingSession:
     """A model, its probes and background data, ready to measure priming sample by sample.
 
@@ -105,7 +102,7 @@ class PrimingSession:
         self.settings = settings
         self.seed = seed
         self.optimizer_factory = optimizer_factory
-        self.pad_id = int(getattr(tokenizer, "pad_token_id", None) or getattr(tokenizer, "eos_token_id", None) or 0)
+        self.pad_id = pad_token_id(tokenizer)
         self.base = BaseWeights(model)
         self.base_parameters = parameter_snapshot(model)
         self._probe_cache: dict[tuple[str, str], KeywordScores] = {}
@@ -150,7 +147,7 @@ class PrimingSession:
         """Candidate predictors of priming other than P_before (priming.md §2.2), from the base model."""
         text_ids = list(self.tokenizer(sample.text)["input_ids"])
         prefix_ids, _ = encode_pair(self.tokenizer, sample.prefix, sample.keyword)
-        ids, mask = _pad([text_ids, prefix_ids], self.pad_id)
+        ids, mask = pad_rows([text_ids, prefix_ids], self.pad_id)
         device = model_device(self.model)
         logits = self.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float().cpu()
         log_probs = logits.log_softmax(-1)
@@ -172,10 +169,12 @@ class PrimingSession:
         return insert_sample(self.model, list(self.tokenizer(text)["input_ids"]), self.background, settings, self.seed,
                              pad_id=self.pad_id, optimizer=optimizer)
 
-    def _restore(self) -> None:
-        self.base.restore()
-        if self.settings.verify_restore and not self.base.matches():
-            raise RuntimeError("base weights were not restored exactly")
+    def _score(self, sample: OutlandishSample, own_before: KeywordScores, probes_before: KeywordScores) -> dict[str, float]:
+        """Memorization (``sample``'s own prefix) and same-theme priming of the current weights."""
+        same, _ = self.probe_prompts(sample.theme)
+        after = self._scores([sample.prefix, *same], sample.keyword)
+        scores = priming_scores(own_before, select_scores(after, slice(0, 1)), probes_before, select_scores(after, slice(1, None)))
+        return {"log_s_mem": scores.log_s_mem, "log_s_prime": scores.log_s_prime, "mean_log_prime": scores.mean_log_prime}
 
     def measure(self, sample: OutlandishSample, rewrites: Sequence[OutlandishSample] = (),
                 spaced: bool = True, ablation: bool = False) -> dict[str, Any]:
@@ -184,8 +183,8 @@ class PrimingSession:
         same, cross = self.probe_prompts(sample.theme)
         if not same:
             raise ValueError(f"no probes for theme {sample.theme!r} (sample {sample.id})")
-        count = len(same)
         before_probes = self.probes_before(sample.keyword, sample.theme)
+        same_before = select_scores(before_probes, slice(0, len(same)))
         own_before = self._scores([sample.prefix], sample.keyword)
         record: dict[str, Any] = {
             "keyword": sample.keyword, "theme": sample.theme, "category": sample.category,
@@ -195,37 +194,28 @@ class PrimingSession:
         self.model.eval()
         try:
             losses = self._insert(sample.text, self.settings.insertion)
-            self.model.eval()
             after = self._scores([sample.prefix, *same, *cross], sample.keyword)
             own_after, probes_after = select_scores(after, slice(0, 1)), select_scores(after, slice(1, None))
-            main = priming_scores(own_before, own_after, select_scores(before_probes, slice(0, count)), select_scores(probes_after, slice(0, count)))
-            record.update(main.to_dict())
-            if cross:
-                cross_scores = priming_scores(own_before, own_after, select_scores(before_probes, slice(count, None)),
-                                           select_scores(probes_after, slice(count, None)))
-                record.update(cross_log_s_prime=cross_scores.log_s_prime, cross_mean_log_prime=cross_scores.mean_log_prime)
+            record.update(same_and_cross_scores(own_before, own_after, before_probes, probes_after, len(same)))
             record["mean_abs_delta_p_probes"] = float(
-                (probes_after.log_prob[:count].exp() - before_probes.log_prob[:count].exp()).abs().mean())
+                (probes_after.log_prob[:len(same)].exp() - same_before.log_prob.exp()).abs().mean())
             record["keyword_tokens"] = int(own_before.num_tokens[0])
             record["insertion_final_loss"] = losses[-1]
             record["background_loss_base"] = self.base_background_loss
             record["background_loss_after"] = self.background_loss()
-            record["pruning"] = self._pruning(sample, own_before, select_scores(before_probes, slice(0, count)),
-                                              self.settings.prune_fractions)
+            record["pruning"] = self._pruning(sample, own_before, same_before, self.settings.prune_fractions)
         finally:
-            self._restore()
+            self.base.restore(self.settings.verify_restore)
         if ablation and self.settings.ablation is not None:
             try:
                 self._insert(sample.text, self.settings.ablation, fresh=True)
-                self.model.eval()
-                record["ablation_pruning"] = self._pruning(sample, own_before, select_scores(before_probes, slice(0, count)),
-                                                           self.settings.ablation_fractions)
+                record["ablation_pruning"] = self._pruning(sample, own_before, same_before, self.settings.ablation_fractions)
             finally:
-                self._restore()
+                self.base.restore(self.settings.verify_restore)
         if spaced and self.settings.spaced is not None:
-            record["spaced"] = self._learn(sample, self.settings.spaced, sample, own_before, before_probes, count)
+            record["spaced"] = self._learn(sample, self.settings.spaced, sample, own_before, same_before)
         for rewrite in rewrites:
-            record[rewrite.category] = self._rewrite(sample, rewrite, own_before, before_probes, count)
+            record[rewrite.category] = self._rewrite(sample, rewrite, own_before, same_before)
         record["seconds"] = time.perf_counter() - started
         return record
 
@@ -235,7 +225,6 @@ class PrimingSession:
         learned = parameter_snapshot(self.model)
         parameters = dict(self.model.named_parameters())
         generator = torch.Generator().manual_seed(derive_seed(self.seed, "ignore-k", sample.id))
-        same, _ = self.probe_prompts(sample.theme)
         results = {}
         variants = [("top", fraction) for fraction in fractions]
         variants += [(selection, fraction) for selection in self.settings.prune_controls for fraction in fractions if fraction > 0]
@@ -244,33 +233,26 @@ class PrimingSession:
                 for name, value in learned.items():
                     parameters[name].copy_(value)
             stats = ignore_topk(self.model, self.base_parameters, fraction, selection, self.settings.prune_scope, generator)
-            after = self._scores([sample.prefix, *same], sample.keyword)
-            scores = priming_scores(own_before, select_scores(after, slice(0, 1)), probes_before, select_scores(after, slice(1, None)))
             results[variant_name(selection, fraction)] = {
-                "log_s_mem": scores.log_s_mem, "log_s_prime": scores.log_s_prime, "mean_log_prime": scores.mean_log_prime,
+                **self._score(sample, own_before, probes_before),
                 "background_loss": self.background_loss(), "dropped_update_share": stats["dropped_update_share"],
             }
         return results
 
     def _learn(self, learned: OutlandishSample, settings: InsertionSettings, original: OutlandishSample,
-               own_before: KeywordScores, before_probes: KeywordScores, count: int) -> dict[str, float]:
+               own_before: KeywordScores, probes_before: KeywordScores) -> dict[str, float]:
         """Insert ``learned`` with ``settings``; S_mem in ``original``'s context and S_prime on its probes."""
-        same, _ = self.probe_prompts(original.theme)
         try:
             self._insert(learned.text, settings)
-            self.model.eval()
-            after = self._scores([original.prefix, *same], original.keyword)
+            return self._score(original, own_before, probes_before)
         finally:
-            self._restore()
-        scores = priming_scores(own_before, select_scores(after, slice(0, 1)), select_scores(before_probes, slice(0, count)),
-                             select_scores(after, slice(1, None)))
-        return {"log_s_mem": scores.log_s_mem, "log_s_prime": scores.log_s_prime, "mean_log_prime": scores.mean_log_prime}
+            self.base.restore(self.settings.verify_restore)
 
     def _rewrite(self, sample: OutlandishSample, rewrite: OutlandishSample, own_before: KeywordScores,
-                 before_probes: KeywordScores, count: int) -> dict[str, float]:
+                 probes_before: KeywordScores) -> dict[str, float]:
         """A rewrite inserted instead of ``sample``: its own P_before, and S_mem (original context), S_prime."""
         rewrite_before = float(self._scores([rewrite.prefix], rewrite.keyword).log_prob[0])
-        result = self._learn(rewrite, self.settings.insertion, sample, own_before, before_probes, count)
+        result = self._learn(rewrite, self.settings.insertion, sample, own_before, probes_before)
         return {**result, "log_p_before": rewrite_before,
                 "log_p_before_gain": rewrite_before - float(own_before.log_prob[0]),
                 "text_tokens": float(len(self.tokenizer(rewrite.text)["input_ids"]))}

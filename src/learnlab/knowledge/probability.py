@@ -56,6 +56,17 @@ def model_device(model: Any) -> torch.device:
         return torch.device("cpu")
 
 
+def pad_rows(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ``input_ids`` and the matching ``attention_mask`` (1 on real tokens) for token lists."""
+    length = max(map(len, rows))
+    input_ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(rows), length), dtype=torch.long)
+    for row, ids in enumerate(rows):
+        input_ids[row, : len(ids)] = torch.tensor(list(ids), dtype=torch.long)
+        attention[row, : len(ids)] = 1
+    return input_ids, attention
+
+
 @torch.no_grad()
 def continuation_token_log_probs(model: Any, pairs: Sequence[tuple[list[int], list[int]]], batch_size: int = 64,
                                  pad_id: int = 0) -> list[torch.Tensor]:
@@ -64,16 +75,11 @@ def continuation_token_log_probs(model: Any, pairs: Sequence[tuple[list[int], li
     results: list[torch.Tensor] = []
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start:start + batch_size]
-        length = max(len(context) + len(continuation) for context, continuation in chunk)
-        input_ids = torch.full((len(chunk), length), pad_id, dtype=torch.long)
-        attention = torch.zeros((len(chunk), length), dtype=torch.long)
+        if any(not context or not continuation for context, continuation in chunk):
+            raise ValueError("context and continuation must both be non-empty token lists")
+        input_ids, attention = pad_rows([list(context) + list(continuation) for context, continuation in chunk], pad_id)
         rows, positions, targets = [], [], []
         for row, (context, continuation) in enumerate(chunk):
-            if not context or not continuation:
-                raise ValueError("context and continuation must both be non-empty token lists")
-            sequence = list(context) + list(continuation)
-            input_ids[row, : len(sequence)] = torch.tensor(sequence)
-            attention[row, : len(sequence)] = 1
             for offset, token in enumerate(continuation):
                 rows.append(row)
                 positions.append(len(context) + offset - 1)  # logits at t predict token t + 1
@@ -97,7 +103,7 @@ def keyword_log_probs(model: Any, tokenizer: Any, prefixes: Sequence[str], keywo
     if len(keywords) != len(prefixes):
         raise ValueError(f"{len(prefixes)} prefixes but {len(keywords)} keywords")
     pairs = [encode_pair(tokenizer, prefix, keyword, separator) for prefix, keyword in zip(prefixes, keywords)]
-    per_token = continuation_token_log_probs(model, pairs, batch_size, _pad_id(tokenizer))
+    per_token = continuation_token_log_probs(model, pairs, batch_size, pad_token_id(tokenizer))
     return KeywordScores(
         log_prob=torch.stack([values.sum() for values in per_token]) if per_token else torch.zeros(0),
         first_token_log_prob=torch.stack([values[0] for values in per_token]) if per_token else torch.zeros(0),
@@ -118,12 +124,7 @@ def greedy_recall(model: Any, tokenizer: Any, prompts: Sequence[str], answers: S
     correct = []
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start:start + batch_size]
-        length = max(len(c) + len(a) for c, a in chunk)
-        input_ids = torch.full((len(chunk), length), _pad_id(tokenizer), dtype=torch.long)
-        attention = torch.zeros_like(input_ids)
-        for row, (context, answer) in enumerate(chunk):
-            input_ids[row, : len(context) + len(answer)] = torch.tensor(context + answer)
-            attention[row, : len(context) + len(answer)] = 1
+        input_ids, attention = pad_rows([context + answer for context, answer in chunk], pad_token_id(tokenizer))
         predicted = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits.argmax(-1).cpu()
         for row, (context, answer) in enumerate(chunk):
             guesses = predicted[row, len(context) - 1: len(context) + len(answer) - 1]
@@ -141,12 +142,7 @@ def perplexity(model: Any, tokenizer: Any, texts: Sequence[str], batch_size: int
         chunk = [ids for ids in encoded[start:start + batch_size] if len(ids) > 1]
         if not chunk:
             continue
-        length = max(map(len, chunk))
-        input_ids = torch.full((len(chunk), length), _pad_id(tokenizer), dtype=torch.long)
-        attention = torch.zeros_like(input_ids)
-        for row, ids in enumerate(chunk):
-            input_ids[row, : len(ids)] = torch.tensor(ids)
-            attention[row, : len(ids)] = 1
+        input_ids, attention = pad_rows(chunk, pad_token_id(tokenizer))
         logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits[:, :-1].float()
         targets = input_ids[:, 1:].to(device)
         mask = attention[:, 1:].to(device).bool()
@@ -156,7 +152,8 @@ def perplexity(model: Any, tokenizer: Any, texts: Sequence[str], batch_size: int
     return math.exp(total / max(count, 1))
 
 
-def _pad_id(tokenizer: Any) -> int:
+def pad_token_id(tokenizer: Any) -> int:
+    """The id to pad with: the tokenizer's pad token, else its end-of-sequence token, else 0."""
     for name in ("pad_token_id", "eos_token_id"):
         value = getattr(tokenizer, name, None)
         if value is not None:

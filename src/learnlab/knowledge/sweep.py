@@ -65,6 +65,12 @@ def _part_files(output: Path) -> list[Path]:
     return sorted(output.parent.glob(f"{output.stem}.part*-of*.jsonl"))
 
 
+def recorded_ids(output: Path) -> set[str]:
+    """Ids of the items already recorded under ``output`` (merged file or any part file)."""
+    output = Path(output)
+    return {record["id"] for path in [output, *_part_files(output)] for record in read_records(path)}
+
+
 def run_sweep(items: Sequence[Item], key: Callable[[Item], str], process: Callable[[Item], dict[str, Any]],
               output: Path, rank: int | None = None, world_size: int | None = None,
               on_item: Callable[[Item, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
@@ -85,7 +91,7 @@ def run_sweep(items: Sequence[Item], key: Callable[[Item], str], process: Callab
     keys = [key(item) for item in items]
     if len(set(keys)) != len(keys):
         raise ValueError("sweep item keys must be unique")
-    done = {record["id"] for path in [output, *_part_files(output)] for record in read_records(path)}
+    done = recorded_ids(output)
     part = output.parent / f"{output.stem}.part{rank}-of{world_size}.jsonl"
     _repair(part)
     with part.open("a") as handle:
