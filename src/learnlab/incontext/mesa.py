@@ -58,7 +58,8 @@ from learnlab.incontext.sequence_training import SequenceTrainingSettings, evalu
 LSQ_T0, LSQ_T10 = 1.676, 0.0856
 SANDBOX_MEAN_LOSS = 0.431
 LATE_START = 20
-PROMPT_MODELS = ("linear2", "linear1", "mesa1")
+MODEL_LABELS = {"linear2": "linear TF, 2 layers", "linear1": "linear TF, 1 layer", "mesa1": "mesa TF, 1 layer"}
+PROMPT_MODELS = tuple(MODEL_LABELS)
 
 
 @dataclass(frozen=True)
@@ -345,11 +346,10 @@ def _tune_prompts(config: Config, ctx: RunContext, models: dict[str, CausalTrans
                 history=history, on_step=on_step)
         seconds = time.perf_counter() - started
         window = max(1, min(50, len(history.losses) // 5))
-        first, last = history.losses[:window], history.losses[-window:]
-        ctx.log(model=key, prompt_tuning_first_loss=sum(first) / len(first), prompt_tuning_last_loss=sum(last) / len(last),
-                prompt_tuning_seconds=seconds)
-        result.update({f"{key}.eos": tokens.eos.cpu(), f"{key}.prefix": tokens.prefix.cpu(),
-                       f"{key}.losses": history.losses, f"{key}.seconds": seconds})
+        first, last = sum(history.losses[:window]) / window, sum(history.losses[-window:]) / window
+        ctx.log(model=key, prompt_tuning_first_loss=first, prompt_tuning_last_loss=last, prompt_tuning_seconds=seconds)
+        result.update({f"{key}.eos": tokens.eos.cpu(), f"{key}.prefix": tokens.prefix.cpu(), f"{key}.losses": history.losses,
+                       f"{key}.first_loss": first, f"{key}.last_loss": last, f"{key}.seconds": seconds})
     return result
 
 
@@ -443,30 +443,33 @@ def run(config: Config, ctx: RunContext) -> dict[str, Any]:
                                                                           config.sensitivity_positions)
 
     prompt_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=ctx.generator("prompts")))
-    with_errors = {name: repurposing_curve(model, config, prompt_seed)
-                   for name, model in (("linear TF, 2 layers", lin2_model), ("linear TF, 1 layer", lin1_model),
-                                       ("mesa TF, 1 layer", mesa_model))}
-    repurposing = {name: errors for name, (errors, _) in with_errors.items()}
     one, ten = config.prompt_examples.index(1), config.prompt_examples.index(10)
-    all_models = {"linear2": lin2_model, "linear1": lin1_model, "mesa1": mesa_model}
-    models = {key: model for key, model in all_models.items() if key in config.prompt_tuned_models}
+
+    def record_curve(name: str, errors: list[float], standard_errors: list[float]) -> None:
+        measured[f"{name}_errors"] = errors
+        measured[f"{name}_error_standard_errors"] = standard_errors
+        measured[f"{name}_ratio_10_to_1"] = errors[ten] / errors[one]
+        measured[f"{name}_ratio_10_to_1_standard_error"] = ratio_standard_error(errors, standard_errors, ten, one)
+
+    prompt_models = {"linear2": lin2_model, "linear1": lin1_model, "mesa1": mesa_model}
+    repurposing = {}
+    for key, model in prompt_models.items():
+        errors, standard_errors = repurposing_curve(model, config, prompt_seed)
+        repurposing[MODEL_LABELS[key]] = errors
+        record_curve(f"{key}_prompt", errors, standard_errors)
+    models = {key: model for key, model in prompt_models.items() if key in config.prompt_tuned_models}
     tuning = ctx.stage("prompt_tuning", lambda: _tune_prompts(config, ctx, models))
     tuned_curves = {}
     for key, model in models.items():
         tokens = PromptTokens(tuning[f"{key}.eos"], tuning[f"{key}.prefix"])
         errors, standard_errors = few_shot_curve(model, tokens, config.prompt_examples, config.prompt_tasks, prompt_seed,
                                                  noise=config.noise)
-        tuned_curves[key] = errors
-        losses = tuning[f"{key}.losses"]
-        window = max(1, min(50, len(losses) // 5))
-        measured[f"{key}_tuned_prompt_errors"] = errors
-        measured[f"{key}_tuned_prompt_error_standard_errors"] = standard_errors
-        measured[f"{key}_tuned_prompt_ratio_10_to_1"] = errors[ten] / errors[one]
-        measured[f"{key}_tuned_prompt_ratio_10_to_1_standard_error"] = ratio_standard_error(errors, standard_errors, ten, one)
+        tuned_curves[MODEL_LABELS[key]] = errors
+        record_curve(f"{key}_tuned_prompt", errors, standard_errors)
         measured[f"{key}_tuned_eos_norm"] = float(tokens.eos.norm())
         measured[f"{key}_tuned_prefix_norm"] = float(tokens.prefix.norm())
-        measured[f"{key}_prompt_tuning_first_loss"] = sum(losses[:window]) / window
-        measured[f"{key}_prompt_tuning_last_loss"] = sum(losses[-window:]) / window
+        measured[f"{key}_prompt_tuning_first_loss"] = tuning[f"{key}.first_loss"]
+        measured[f"{key}_prompt_tuning_last_loss"] = tuning[f"{key}.last_loss"]
         measured[f"{key}_prompt_tuning_seconds"] = tuning[f"{key}.seconds"]
     references = prompt_references(config, prompt_seed)
     for name, errors in references.items():
@@ -474,21 +477,14 @@ def run(config: Config, ctx: RunContext) -> dict[str, Any]:
         measured[f"prompt_reference_{name}_ratio_10_to_1"] = errors[ten] / errors[one]
     measured["prompt_examples"] = list(config.prompt_examples)
     measured["prompt_tasks"] = config.prompt_tasks
-    for key, name in (("linear2", "linear TF, 2 layers"), ("linear1", "linear TF, 1 layer"), ("mesa1", "mesa TF, 1 layer")):
-        errors, standard_errors = with_errors[name]
-        measured[f"{key}_prompt_errors"] = errors
-        measured[f"{key}_prompt_error_standard_errors"] = standard_errors
-        measured[f"{key}_prompt_ratio_10_to_1"] = errors[ten] / errors[one]
-        measured[f"{key}_prompt_ratio_10_to_1_standard_error"] = ratio_standard_error(errors, standard_errors, ten, one)
 
     measured["per_t_curves"] = curves
     _plot_per_t(ctx, curves, "per_t_loss", "Per-time-step test loss")
     _plot_per_t(ctx, {k: v for k, v in curves.items() if "GD" not in k}, "per_t_loss_mesa",
                 "Mesa layer vs linear attention vs least squares")
-    _plot_training(ctx, {"linear TF, 2 layers": linear2, "linear TF, 1 layer": linear1, "mesa TF, 1 layer": mesa1},
-                   measured["lsq_mean_loss"])
-    labels = {"linear2": "linear TF, 2 layers", "linear1": "linear TF, 1 layer", "mesa1": "mesa TF, 1 layer"}
-    _plot_repurposing(ctx, config, repurposing, {labels[key]: errors for key, errors in tuned_curves.items()}, references)
+    trained = {"linear2": linear2, "linear1": linear1, "mesa1": mesa1}
+    _plot_training(ctx, {MODEL_LABELS[key]: result for key, result in trained.items()}, measured["lsq_mean_loss"])
+    _plot_repurposing(ctx, config, repurposing, tuned_curves, references)
     return measured
 
 
