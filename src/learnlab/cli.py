@@ -39,6 +39,8 @@ def _add_run_options(parser: argparse.ArgumentParser, preset_default: str) -> No
     parser.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICES)} (default auto)")
     parser.add_argument("--out", type=Path, default=Path("runs"), help="directory for run results (default runs)")
     parser.add_argument("--force", action="store_true", help="recompute even if a finished result exists")
+    parser.add_argument("--reuse-stale", action="store_true",
+                        help="reuse finished runs and cached stages made by other code (marked stale) instead of recomputing")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads; 0 keeps torch's default (default: the study's choice, 1 for most small models)")
 
@@ -74,6 +76,7 @@ def _options(args: argparse.Namespace, overrides: tuple[str, ...] = ()) -> RunOp
         force=args.force,
         quiet=args.quiet,
         threads=args.threads,
+        reuse_stale=args.reuse_stale,
     )
 
 
@@ -97,6 +100,8 @@ def _print_results(console: Console, results: dict[str, Any], run_dir: Path) -> 
     console.print(_verdict_table(results))
     how = "reused finished run" if results.get("reused") else f"finished in {results['run_seconds']:.1f} s"
     console.print(f"{how}: {run_dir}")
+    if results.get("stale"):
+        console.print("[bold yellow]stale:[/bold yellow] made (in part) by other code; rerun without --reuse-stale to recompute")
     if results["status"] != "ok":
         console.print(f"[bold red]run failed:[/bold red] {escape(str(results['reason']))}")
 
@@ -139,7 +144,7 @@ def _command_reproduce(args: argparse.Namespace, console: Console) -> int:
         results = execute(studies[name], options)
         _print_results(console, results, prepare_run(studies[name], options).run_dir)
         failed += results["status"] != "ok"
-    html_path, markdown_path = write_report(args.out, list(studies))
+    html_path, markdown_path = write_report(args.out, studies)
     console.print(f"report: {html_path} and {markdown_path}")
     return 1 if failed else 0
 
@@ -147,7 +152,7 @@ def _command_reproduce(args: argparse.Namespace, console: Console) -> int:
 def _command_report(args: argparse.Namespace, console: Console) -> int:
     if not args.directory.is_dir():
         raise UserError(f"runs directory {args.directory} does not exist")
-    html_path, markdown_path = write_report(args.directory, list(load_studies()))
+    html_path, markdown_path = write_report(args.directory, load_studies())
     console.print(f"report: {html_path} and {markdown_path}")
     return 0
 

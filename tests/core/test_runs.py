@@ -91,7 +91,7 @@ def test_killed_run_leaves_no_results_and_resumes(tmp_path):
 def test_report_tables_every_claim_and_embeds_figures(tmp_path):
     execute(STUDY, options(tmp_path))
     execute(STUDY, options(tmp_path, overrides=("diverge=true",), preset="quick"))
-    html_path, markdown_path = write_report(tmp_path, ["toy"])
+    html_path, markdown_path = write_report(tmp_path, {"toy": STUDY})
     markdown = markdown_path.read_text()
     assert markdown.count("| toy | smoke |") == 3 and markdown.count("| toy | quick |") == 3
     assert "**PASS**" in markdown and "**FAIL**" in markdown and "**NOT RUN**" in markdown

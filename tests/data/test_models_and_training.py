@@ -34,6 +34,28 @@ def test_training_loop_learns_a_separable_problem():
     assert len(losses) == 100 and evaluate(model, split)["accuracy"] > 0.95
 
 
+def test_training_loop_takes_any_loss_optimizer_and_schedule():
+    from learnlab.core.schedules import WarmupCosine
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(128, 1, 4, generator=generator)
+    y = x[:, 0, :2].sum(-1, keepdim=True).expand(-1, 2).contiguous()  # regression targets
+    split = Split(x, y)
+    model = build_model("mlp", (1, 4), 2, width=8, generator=generator)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+    schedule = WarmupCosine(peak=0.05, warmup_steps=5, decay_end=59, floor=0.1)
+    rates, losses = [], []
+
+    def on_step(step, loss):
+        rates.append(optimizer.param_groups[0]["lr"])
+        losses.append(float(loss))
+
+    train_steps(model, split, 60, optimizer, batch_indices(128, 16, generator), on_step,
+                loss_function=torch.nn.functional.mse_loss, scheduler=schedule.lambda_lr(optimizer))
+    assert rates[0] == pytest.approx(schedule(1)) and rates[-1] == pytest.approx(0.005)
+    assert sum(losses[-10:]) < 0.2 * sum(losses[:10])
+
+
 def test_batch_indices_cover_each_epoch_once():
     stream = batch_indices(10, 3, torch.Generator().manual_seed(0))
     epoch = torch.cat([next(stream) for _ in range(3)])

@@ -7,9 +7,12 @@ from learnlab.incontext.alignment import (
     scale_corrected_products,
     sensitivity_cosine,
     sensitivity_distance,
+    state_jacobians,
+    state_sensitivity_cosine,
 )
 from learnlab.incontext.attention import InContextRegressor, LinearSelfAttention
 from learnlab.incontext.gradient_descent import GradientDescentLearner, gd_layer_weights
+from learnlab.incontext.least_squares import gd_step_directions, gd_step_predictions
 from learnlab.incontext.regression import RegressionTaskSpec, sample_regression_tasks
 
 DIM, NUM_CONTEXT, ETA = 10, 10, 6.0
@@ -95,3 +98,33 @@ def test_scale_correction_recovers_the_construction():
 def test_scale_correction_rejects_multi_head_layers():
     with pytest.raises(ValueError):
         scale_corrected_products(LinearSelfAttention(DIM + 1, num_heads=2), DIM)
+
+
+def test_state_jacobians_of_a_linear_next_state_map():
+    matrix = torch.randn(3, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    states = torch.randn(5, 7, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    jacobians = state_jacobians(lambda s: s @ matrix.T, states, position=4)
+    assert jacobians.shape == (5, 3, 3)
+    torch.testing.assert_close(jacobians, matrix.expand(5, 3, 3))
+
+
+def test_state_jacobian_of_one_gd_step_matches_finite_differences():
+    """One GD step's prediction at t, eta sum_{t'<=t} s_t' (s_{t'-1}^T s_t), differentiated in s_t (every role)."""
+    states = torch.randn(4, 6, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    position, eta = 3, 0.7
+    jacobians = state_jacobians(lambda s: gd_step_predictions(s, eta), states, position)
+    numeric = torch.zeros(4, 3, 3, dtype=torch.float64)
+    for column in range(3):  # central differences in s_t, one coordinate at a time
+        step = torch.zeros_like(states)
+        step[:, position, column] = 1e-6
+        difference = gd_step_directions(states + step)[:, position] - gd_step_directions(states - step)[:, position]
+        numeric[:, :, column] = eta * difference / 2e-6
+    torch.testing.assert_close(jacobians, numeric, rtol=1e-6, atol=1e-8)
+
+
+def test_state_sensitivity_cosine_of_matching_and_opposite_predictors():
+    states = torch.randn(6, 8, 3, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    gd = lambda s: gd_step_predictions(s, 0.3)  # noqa: E731
+    assert state_sensitivity_cosine(gd, lambda s: 5.0 * gd(s), states, (2, 5, 7)) == pytest.approx(1.0)
+    assert state_sensitivity_cosine(gd, lambda s: -gd(s), states, (2, 5, 7)) == pytest.approx(-1.0)
+    assert abs(state_sensitivity_cosine(gd, lambda s: s.flip(-1), states, (2, 5, 7))) < 0.9

@@ -1,7 +1,15 @@
 import pytest
 import torch
 
-from learnlab.incontext.mesa_layer import MesaLayer, mesa_attention, mesa_chunked, mesa_recurrent, mesa_reference, relative_error
+from learnlab.incontext.mesa_layer import (
+    MesaLayer,
+    check_mesa_identities,
+    mesa_attention,
+    mesa_chunked,
+    mesa_recurrent,
+    mesa_reference,
+    relative_error,
+)
 
 
 def draw(b, h, t, d, dv=None, seed=0, dtype=torch.float64):
@@ -80,3 +88,14 @@ def test_bad_input_raises():
         mesa_attention(q, k, v, lam, method="nope")
     with pytest.raises(ValueError):
         mesa_chunked(q, k, v, lam[:1])
+
+
+def test_identity_check_reports_float_precision_errors():
+    measured = check_mesa_identities(torch.Generator().manual_seed(0), long_length=160)
+    assert measured["mesa_identity_length_float32"] == 160
+    assert measured["mesa_forward_relative_error_float64"] < 1e-10
+    assert max(measured["mesa_input_grad_relative_error_float64"], measured["mesa_lambda_grad_relative_error_float64"]) < 1e-8
+    assert 0 < measured["mesa_forward_relative_error_float32"] < 1e-4  # float32 is measured, not float64 again
+    assert 0 < measured["mesa_grad_relative_error_float32"] < 1e-3
+    assert measured["mesa_grad_relative_error_float32"] == max(measured["mesa_input_grad_relative_error_float32"],
+                                                               measured["mesa_lambda_grad_relative_error_float32"])

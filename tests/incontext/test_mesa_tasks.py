@@ -7,11 +7,9 @@ from learnlab.incontext.dynamics import (
     constructed_tokens,
     per_step_loss,
     plain_tokens,
-    random_orthogonal,
-    regression_prompts,
     sample_dynamics,
 )
-from learnlab.incontext.least_squares import gd_step_predictions, least_squares_predictions, tune_gd_step
+from learnlab.incontext.least_squares import gd_step_predictions, least_squares_predictions, per_step_baselines, tune_gd_step
 
 
 def test_full_dynamics_follow_their_teacher():
@@ -81,16 +79,18 @@ def test_one_linear_layer_can_be_one_gd_step():
     assert torch.allclose(model.predict(constructed_tokens(states)), gd_step_predictions(states, eta), atol=1e-5)
 
 
-def test_regression_prompts():
-    prompts = regression_prompts(6, 8, 5, noise=0.0, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
-    assert prompts.states.shape == (8, 13, 5) and prompts.tokens.shape == (8, 13, 20) and prompts.target.shape == (8, 5)
-    assert torch.equal(prompts.tokens, constructed_tokens(prompts.states))
-    x, y = prompts.states[:, 0:-1:2], prompts.states[:, 1::2]  # [x_1, y_1, ..., x_6, y_6, x_q]
-    teacher = torch.linalg.lstsq(x, y).solution.transpose(-1, -2)  # y = W x, W orthogonal
-    assert torch.allclose(teacher @ teacher.transpose(-1, -2), torch.eye(5, dtype=torch.float64).expand(8, 5, 5), atol=1e-6)
-    assert torch.allclose((teacher @ prompts.states[:, -1].unsqueeze(-1)).squeeze(-1), prompts.target, atol=1e-6)
-    assert prompts.states.abs().max() <= 5 ** 0.5 + 1e-9
-    assert random_orthogonal(3, 4).shape == (3, 4, 4)
+def test_per_step_baselines_are_the_curves_of_their_learners():
+    test, tuning = (sample_dynamics(DynamicsSpec(seq_len=20), 64, torch.Generator().manual_seed(seed)) for seed in (6, 7))
+    baselines = per_step_baselines(test, tuning, ridge=1e-3)
+    eta = tune_gd_step(tuning.inputs, tuning.targets)
+    assert baselines["gd1_eta"] == eta
+    gd = per_step_loss(gd_step_predictions(test.inputs.double(), eta), test.targets.double())
+    assert torch.equal(torch.tensor(baselines["gd1_curve"], dtype=torch.float64), gd)
+    lsq = per_step_loss(least_squares_predictions(test.inputs, 1e-3).double(), test.targets.double())
+    assert torch.equal(torch.tensor(baselines["lsq_curve"], dtype=torch.float64), lsq)
+    assert len(baselines["lsq_all_curve"]) == 20
+    # Using the latest transition too helps once there are enough transitions to fit W.
+    assert sum(baselines["lsq_all_curve"][12:]) < sum(baselines["lsq_curve"][12:])
 
 
 def test_transformer_kinds_run_and_are_causal():

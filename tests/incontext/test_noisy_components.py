@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from learnlab.incontext.algorithm_extraction import ExtractedAlgorithm, extract_omegas
+from learnlab.incontext.algorithm_extraction import ExtractedAlgorithm, check_extraction, extract_omegas
 from learnlab.incontext.linear_transformer_variants import (
     LinearTransformer,
     MomentTraining,
@@ -14,9 +14,22 @@ from learnlab.incontext.linear_transformer_variants import (
     train_on_moments,
     train_online,
 )
-from learnlab.incontext.noisy_regression import NoiseDistribution, sample_noisy_moments, sample_noisy_tasks
+from learnlab.incontext.noisy_regression import (
+    NoiseDistribution,
+    sample_noisy_moments,
+    sample_noisy_set,
+    sample_noisy_tasks,
+)
+from learnlab.incontext.noisy_table1 import paper_value, table1_rows
+from learnlab.incontext.noisy_training import (
+    adjusted_test_losses,
+    model_from_parameters,
+    parameter_names,
+    train_start_group,
+)
 from learnlab.incontext.regression import RegressionTaskSpec, sample_regression_tasks
 from learnlab.incontext.ridge_baselines import (
+    RidgeBaselines,
     SpectralRidge,
     adaptive_ridge_predictions,
     adjusted_loss,
@@ -46,6 +59,10 @@ def test_noise_distributions_and_task_generator():
     assert NoiseDistribution.categorical((1, 3)).key == "c1_3" and NoiseDistribution.uniform(3).key == "u3"
     with pytest.raises(ValueError):
         NoiseDistribution("uniform", (1.0, 2.0))
+    assert NoiseDistribution.parse_categorical("1/3/5") == NoiseDistribution.categorical((1, 3, 5))
+    for bad in ("1/x", "1/-3", "", "nan"):
+        with pytest.raises(ValueError, match="categorical"):
+            NoiseDistribution.parse_categorical(bad)
 
     batch = _batch(NoiseDistribution.categorical((1, 3)), 20000)
     assert batch.x.shape == (20000, 20, 10) and batch.tokens().shape == (20000, 21, 11)
@@ -230,7 +247,7 @@ def test_baseline_tuning_at_zero_noise():
     alpha = (batch.x * batch.y.unsqueeze(-1)).sum(1)
     eta = tune_one_step_gd(alpha, batch.w)
     loss = query_averaged_loss(eta * alpha, batch.w).mean().item()
-    assert loss == pytest.approx(0.5 * 10 * (1 - 20 / 31), rel=0.02)  # analytic 1.774 (notes §4)
+    assert loss == pytest.approx(0.5 * 10 * (1 - 20 / 31), rel=0.02)  # one-step GD optimum ½(d - dn/(d+n+1)) = 1.774
     spectral = SpectralRidge.from_data(batch.x, batch.y)
     assert tune_constant_ridge(spectral, batch.w) < 1e-2  # noise-free: OLS (lambda -> 0) is optimal
     tuned = tune_tuned_ridge(spectral, batch.w, thresholds=(0.1, math.inf), multipliers=(0.5, 1.0))
@@ -244,7 +261,11 @@ def test_extracted_algorithm_reproduces_predictions(variant):
     batch = _batch(size=256, seed=12)
     model = LinearTransformer(10, 4, variant, init_scale=0.06, generator=torch.Generator().manual_seed(13), dtype=torch.float64)
     algorithm = ExtractedAlgorithm.from_model(model)
-    assert len(algorithm.layers) == 4 and algorithm.layers == tuple(extract_omegas(model))
+    p, q = model.p[0, :, 0].detach(), model.q[0, :, 0].detach()  # one head: omega_ab = p_a q_b
+    q = torch.cat([q, torch.zeros_like(q)], -1) if variant == "gdpp" else q  # GD++: q_y = 0
+    expected = torch.stack([p[:, 0] * q[:, 0], p[:, 0] * q[:, 1], p[:, 1] * q[:, 0], p[:, 1] * q[:, 1]], -1)
+    assert torch.equal(torch.stack([layer.as_tensor() for layer in algorithm.layers]), expected)
+    assert [layer.omega_yx for layer in extract_omegas(model)] == expected[:, 2].tolist()
     trace = algorithm.run(batch.x, batch.y, batch.x_query)
     with torch.no_grad():
         prediction = model.predict(batch.tokens())
@@ -276,3 +297,139 @@ def test_gradient_clipping_is_per_model():
     plain, other = trained(1.0), trained(100.0)
     assert torch.equal(plain[0], other[0])  # model 0 is unaffected by model 1's (clipped) huge gradients
     assert not torch.equal(plain[1], other[1])
+
+
+# ---------------------------------------------------------------- evaluation sets, baselines, Table 1
+
+def test_noisy_set_holds_moments_teachers_and_the_oracle_loss():
+    noise = NoiseDistribution.categorical((1, 3))
+    data = sample_noisy_set(noise, 300, torch.Generator().manual_seed(20), chunk_size=128)
+    again = sample_noisy_set(noise, 300, torch.Generator().manual_seed(20), chunk_size=128)
+    assert torch.equal(data.moments, again.moments) and data.moments.dtype == torch.float64
+    # the same draws as sample_noisy_tasks in chunks of 128: 128, 128, then 44 sequences
+    generator = torch.Generator().manual_seed(20)
+    batches = [sample_noisy_tasks(noise, size, generator, dtype=torch.float64) for size in (128, 128, 44)]
+    x, y = torch.cat([b.x for b in batches]), torch.cat([b.y for b in batches])
+    sigma, teacher = torch.cat([b.noise_std for b in batches]), torch.cat([b.w for b in batches])
+    assert torch.equal(data.teacher, teacher)
+    assert torch.allclose(data.alpha, (x * y.unsqueeze(-1)).sum(1), atol=1e-10)
+    assert torch.allclose(data.moments[:, :-1, :-1], x.transpose(1, 2) @ x, atol=1e-10)
+    eye = torch.eye(10, dtype=torch.float64)
+    oracle = torch.linalg.solve(x.transpose(1, 2) @ x + sigma.pow(2)[:, None, None] * eye,
+                                (x * y.unsqueeze(-1)).sum(1).unsqueeze(-1)).squeeze(-1)
+    assert torch.allclose(data.oracle_loss, 0.5 * (oracle - teacher).pow(2).sum(-1), atol=1e-9)
+
+
+def test_ridge_baselines_tune_and_score_like_their_parts():
+    tuning = sample_noisy_set(NoiseDistribution.uniform(3.0), 2000, torch.Generator().manual_seed(21))
+    test = sample_noisy_set(NoiseDistribution.uniform(3.0), 500, torch.Generator().manual_seed(22))
+    baselines = RidgeBaselines.tune(tuning.spectral, tuning.teacher, tuning.alpha)
+    assert baselines.constant_ridge == tune_constant_ridge(tuning.spectral, tuning.teacher)
+    assert baselines.tuned == tune_tuned_ridge(tuning.spectral, tuning.teacher)
+    assert baselines.eta == tune_one_step_gd(tuning.alpha, tuning.teacher)
+    assert 1.0 < baselines.constant_ridge < 9.0  # between the smallest and largest sigma^2 of U(0, 3)
+    losses = baselines.query_averaged_losses(test.spectral, test.teacher, test.alpha)
+    assert list(losses) == ["constrr", "adarr", "tunedrr", "gd1"]
+    sigma, alpha = test.moments[:, :-1, :-1], test.alpha
+    eye = torch.eye(10, dtype=torch.float64)
+
+    def ridge_loss(penalty):
+        weights = torch.linalg.solve(sigma + torch.as_tensor(penalty).reshape(-1, 1, 1) * eye, alpha.unsqueeze(-1))
+        return 0.5 * (weights.squeeze(-1) - test.teacher).pow(2).sum(-1)
+
+    estimate = test.spectral.ols_noise_variance()
+    assert torch.allclose(losses["constrr"], ridge_loss(baselines.constant_ridge), atol=1e-9)
+    assert torch.allclose(losses["adarr"], ridge_loss(estimate), atol=1e-9)
+    tuned = baselines.tuned.multiplier * estimate.clamp(max=baselines.tuned.threshold)
+    assert torch.allclose(losses["tunedrr"], ridge_loss(tuned), atol=1e-9)
+    assert torch.allclose(losses["gd1"], 0.5 * (baselines.eta * alpha - test.teacher).pow(2).sum(-1))
+    # every baseline is worse than the oracle on average, and AdaRR beats ConstRR with mixed noise
+    adjusted = {name: (loss - test.oracle_loss).mean().item() for name, loss in losses.items()}
+    assert min(adjusted.values()) > 0 and adjusted["adarr"] < adjusted["constrr"]
+    assert set(baselines.tuned_values()) == {"constrr_lambda", "tunedrr_threshold", "tunedrr_multiplier", "gd1_eta"}
+
+
+def test_table1_rows_pair_measured_and_paper_values():
+    measured = {"adjusted_diag1_u0": 1.7, "adjusted_full1_u0": 1.8, "adjusted_full2_u0": 0.3, "adjusted_constrr_u3": 0.2,
+                "adjusted_gdpp2_c1_3": 0.31}
+    rows = table1_rows(measured, layers=(1, 2), full_layers=(1,), columns=("u0", "u3", "c1_3"))
+    assert rows == [
+        {"model": "diag1", "setting": "u0", "measured": 1.7, "paper": 1.768},
+        {"model": "full1", "setting": "u0", "measured": 1.8, "paper": 1.768},
+        {"model": "gdpp2", "setting": "c1_3", "measured": 0.31, "paper": 0.305},
+        {"model": "constrr", "setting": "u3", "measured": 0.2, "paper": 0.161},
+    ]  # full2 is not among full_layers; missing metrics have no row
+    assert paper_value("gd1", "u7") == 0.806 and paper_value("diag5", "u0") is None and paper_value("adarr", "u9") is None
+
+
+# ---------------------------------------------------------------- start groups
+
+def _validation(noises, size=512, seed=30):
+    return [sample_noisy_set(noise, size, torch.Generator().manual_seed(seed + index)) for index, noise in enumerate(noises)]
+
+
+@pytest.mark.parametrize("variant", ["diag", "full"])
+def test_warm_start_with_identity_layers_keeps_the_shallower_function(variant):
+    noises = [NoiseDistribution.uniform(0.0), NoiseDistribution.uniform(3.0)]
+    validation = _validation(noises)
+    shallower = train_start_group(variant, 1, noises, validation, MomentTraining(40, 64, 0.01, eval_every=20),
+                                  num_context=20, random_starts=2, init_generator=torch.Generator().manual_seed(1),
+                                  data_generator=torch.Generator().manual_seed(2))
+    assert shallower.best_start == [min(range(2), key=row.__getitem__) for row in shallower.start_final_losses]
+    # the best start's parameters reproduce its validation loss (start selection and gathering agree)
+    best_model = model_from_parameters(variant, shallower.parameters, 10)
+    assert adjusted_test_losses(best_model, validation) == pytest.approx(
+        [min(row) for row in shallower.start_final_losses], rel=1e-4, abs=1e-5)
+    # a deeper group whose warm start is the shallower model plus identity layers: at a negligible
+    # learning rate, that start's validation loss is the shallower model's
+    warm = {key: shallower.parameters[key] for key in parameter_names(variant)}
+    deeper = train_start_group(variant, 3, noises, validation, MomentTraining(1, 64, 1e-12, eval_every=1),
+                               num_context=20, random_starts=1, warm_starts=[warm],
+                               init_generator=torch.Generator().manual_seed(3), data_generator=torch.Generator().manual_seed(4))
+    assert [row[1] for row in deeper.start_final_losses] == pytest.approx(
+        [min(row) for row in shallower.start_final_losses], rel=1e-4, abs=1e-5)
+    assert deeper.best_start == [1, 1]  # a random 3-layer start is far worse than a trained model
+
+
+def test_gdpp_warm_start_of_a_diag_model_sets_q_y_to_zero():
+    noises = [NoiseDistribution.uniform(1.0)]
+    validation = _validation(noises)
+    gdpp = train_start_group("gdpp", 2, noises, validation, MomentTraining(30, 64, 0.01, eval_every=10), num_context=20,
+                             random_starts=1, init_generator=torch.Generator().manual_seed(5),
+                             data_generator=torch.Generator().manual_seed(6))
+    diag = train_start_group("diag", 2, noises, validation, MomentTraining(1, 64, 1e-12, eval_every=1), num_context=20,
+                             random_starts=0, warm_starts=[gdpp.parameters], data_generator=torch.Generator().manual_seed(7))
+    assert diag.parameters["q"].shape[-1] == 2 and gdpp.parameters["q"].shape[-1] == 1
+    assert diag.start_final_losses[0][0] == pytest.approx(gdpp.start_final_losses[0][0], rel=1e-4, abs=1e-5)
+    assert torch.allclose(diag.parameters["q"][..., 1], torch.zeros(1, 2, 1), atol=1e-9)
+
+
+def test_adjusted_test_losses_do_not_depend_on_the_chunk_size():
+    noises = [NoiseDistribution.uniform(0.0), NoiseDistribution.categorical((1, 3))]
+    test = _validation(noises, size=700, seed=40)
+    model = LinearTransformer(10, 2, "diag", num_models=2, init_scale=0.05, generator=torch.Generator().manual_seed(8))
+    whole = adjusted_test_losses(model, test)
+    assert adjusted_test_losses(model, test, chunk_size=64) == pytest.approx(whole, rel=1e-12)
+    first, second = (model_from_parameters("diag", {key: model.state_dict()[key][i:i + 1] for key in ("p", "q")}, 10)
+                     for i in (0, 1))
+    assert adjusted_test_losses(second, test[1:]) == pytest.approx(whole[1:], rel=1e-6)  # model i on set i
+    assert adjusted_test_losses(first, test[1:]) != pytest.approx(whole[1:], rel=1e-3)  # (and the models differ)
+
+
+# ---------------------------------------------------------------- extraction against the model
+
+@pytest.mark.parametrize("variant", ["diag", "gdpp"])
+def test_check_extraction_against_the_model(variant):
+    batch = _batch(NoiseDistribution.uniform(3.0), 128, seed=14)
+    model = LinearTransformer(10, 3, variant, init_scale=0.06, generator=torch.Generator().manual_seed(15), dtype=torch.float64)
+    check = check_extraction(model, batch)
+    assert check.algorithm == ExtractedAlgorithm.from_model(model)
+    assert check.max_abs_error < 1e-10 and check.token_path_max_abs_error < 1e-10
+    with torch.no_grad():
+        prediction = model.predict(batch.tokens())
+    assert check.prediction_scale == prediction.abs().max().item() > 1e-3
+    assert check.loss_with_omega_yy == pytest.approx(0.5 * (prediction - batch.y_query).pow(2).mean().item(), rel=1e-9)
+    if variant == "gdpp":  # no omega_yy: nothing to rescale, and the ablation changes nothing
+        assert check.omega_yy_rescaling == 0 and check.loss_without_omega_yy == check.loss_with_omega_yy
+    else:
+        assert check.omega_yy_rescaling > 0 and check.loss_without_omega_yy != check.loss_with_omega_yy

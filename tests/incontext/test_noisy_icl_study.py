@@ -6,49 +6,72 @@ from learnlab.cli import main
 from learnlab.core.errors import UserError
 from learnlab.core.registry import get_study
 from learnlab.core.runs import RunOptions, prepare_run
-from learnlab.incontext.noisy_icl import PRESETS, Config, paper_value
+from learnlab.incontext.noisy_icl import CLAIMS, PRESETS, STUDY, Config
+from learnlab.incontext.noisy_table1 import paper_value
 
 
 def test_config_validation_and_table():
-    with pytest.raises(ValueError):
-        Config(layers=(2, 1))
-    with pytest.raises(ValueError):
-        Config(full_layers=(4,))
-    with pytest.raises(ValueError):
-        Config(categorical=("1/x",))
-    with pytest.raises(ValueError):
-        Config(num_context=10)
-    with pytest.raises(ValueError):
-        Config(random_inits=(0,))  # depth 1 has no warm start
-    with pytest.raises(ValueError):
-        Config(random_inits=(1, 0), warm_start=False)
-    for bad in ({"steps": ()}, {"steps": (10, 0)}, {"learning_rates": (0.01, -1.0)}, {"batch_size": 0},
-                {"clip_norm": 0.0}, {"full_layers": (2, 1)}):
-        with pytest.raises(ValueError):
+    for bad, field in (({"layers": (2, 1)}, "layers"), ({"full_layers": (4,)}, "full_layers"),
+                       ({"full_layers": (2, 1)}, "full_layers"), ({"categorical": ("1/x",)}, "categorical"),
+                       ({"categorical": ("1/-3",)}, "categorical"), ({"num_context": 10}, "num_context"),
+                       ({"random_inits": (0,)}, "random_inits"),  # depth 1 has no warm start
+                       ({"random_inits": (1, 0), "warm_start": False}, "random_inits"),
+                       ({"steps": ()}, "steps"), ({"steps": (10, 0)}, "steps"),
+                       ({"learning_rates": (0.01, -1.0)}, "learning_rates"), ({"batch_size": 0}, "batch_size"),
+                       ({"clip_norm": 0.0}, "clip_norm"), ({"final_lr_fraction": 1.5}, "final_lr_fraction"),
+                       ({"sigma_max": (-1.0,)}, "sigma_max"), ({"sigma_max": ()}, "sigma_max")):
+        with pytest.raises(ValueError, match=field):
             Config(**bad)
     quick = PRESETS["quick"]
-    assert quick.training_steps(5) == quick.steps[-1] and quick.learning_rate(1) == quick.learning_rates[0]
+    assert quick.training_steps(1) == 200 and quick.training_steps(5) == 900
+    assert quick.learning_rate(1) == 0.01 and quick.learning_rate(3) == 0.001
     assert quick.random_starts(3) == 0 and quick.warm_start  # depth 3 starts from warm starts only
     assert [n.key for n in PRESETS["quick"].noise_settings()] == ["u0", "u1", "u3", "u5", "c1_3"]
     assert paper_value("diag1", "u0") == 1.768 and paper_value("constrr", "u5") == 0.365
     assert paper_value("full2", "u0") is None
 
 
+def test_claims_pin_their_metrics_and_thresholds():
+    checks = {claim.id: [(check.metric, check.op, check.bound, check.reference, check.tolerance) for check in claim.checks]
+              for claim in CLAIMS}
+    assert checks["C1"] == [("adjusted_diag1_u0", "within", None, 1.768, 0.03)]
+    assert checks["C2"] == [(f"constrr_matches_table1_u{s}", "true", None, None, None) for s in (1, 3, 5)] + [
+        (f"adjusted_adarr_u{s}", "within", None, value, 0.15) for s, value in ((1, 0.003), (3, 0.034), (5, 0.068))]
+    assert checks["C3"] == [("diag2_over_gdpp2_max_sigma_ge1", "<=", 1.0, None, None)]
+    assert checks["C4"] == [("gdpp_over_constrr_min_sigma_ge3", ">=", 0.95, None, None)]
+    assert checks["C5"] == [("full_diag_max_relative_gap", "<=", 0.15, None, None)]
+    assert checks["C6"] == [("diag3_over_constrr_max_sigma_ge3", "<=", 1.0, None, None),
+                            ("diag_loss_falls_with_depth", "true", None, None, None)]
+    assert checks["C7"] == [("extraction_max_abs_error_float64", "<=", 1e-6, None, None),
+                            ("extraction_omega_yy_rescaling", ">=", 0.01, None, None)]
+
+
 def test_smoke_run(tmp_path, capsys):
+    smoke = PRESETS["smoke"]
+    # the settings every claim needs: sigma_max 0 (C1), 1, 3, 5 (C2-C4, C6); depths 1-3 (C3, C6); FULL (C5)
+    assert {0.0, 1.0, 3.0, 5.0} <= set(smoke.sigma_max) and {1, 2, 3} <= set(smoke.layers) and smoke.full_layers
     assert main(["run", "noisy-icl", "--preset", "smoke", "--out", str(tmp_path), "--quiet"]) == 0
     assert "C7" in capsys.readouterr().out
     run_dir = prepare_run(get_study("noisy-icl"), RunOptions(preset="smoke", out=tmp_path)).run_dir
     results = json.loads((run_dir / "results.json").read_text())
     assert results["status"] == "ok"
-    assert {"adjusted_loss_vs_sigma.png", "table1.png", "training_curves.png"} <= set(results["figures"])
+    assert results["figures"] == sorted(f"{name}.png" for name in STUDY.figures)
     measured = results["measured"]
+    # every claim is evaluated: each metric it reads is measured, and the verdict is pass or fail
+    assert [claim["id"] for claim in results["claims"]] == [claim.id for claim in CLAIMS]
+    for claim in results["claims"]:
+        assert None not in claim["measured"].values(), claim["id"]
+        assert claim["verdict"] in ("pass", "fail"), claim["id"]
     verdicts = {claim["id"]: claim["verdict"] for claim in results["claims"]}
     assert verdicts["C7"] == "pass" and measured["extraction_max_abs_error_float64"] < 1e-10
-    assert set(verdicts.values()) <= {"pass", "fail", "not-run"}
-    assert measured["adjusted_constrr_u0"] == pytest.approx(0.0, abs=1e-3)
-    assert 1.5 < measured["adjusted_gd1_u0"] < 2.1
-    rows = {(row["model"], row["setting"]) for row in measured["table1"]}
-    assert ("diag2", "u3") in rows and ("constrr", "u3") in rows
+    assert measured["extraction_token_path_max_abs_error_float64"] < 1e-10
+    assert measured["adjusted_constrr_u0"] == pytest.approx(0.0, abs=1e-3)  # noise-free: OLS is the oracle
+    assert measured["adjusted_gd1_u0"] == pytest.approx(0.5 * 10 * (1 - 20 / 31), rel=0.05)  # one-step GD optimum
+    rows = {(row["model"], row["setting"]): row for row in measured["table1"]}
+    models = ["gdpp1", "diag1", "full1", "gdpp2", "diag2", "gdpp3", "diag3", "gd1", "constrr", "adarr", "tunedrr"]
+    assert list(rows) == [(model, key) for model in models for key in ("u0", "u1", "u3", "u5")]
+    assert rows[("diag2", "u3")]["paper"] == 0.188 and rows[("full1", "u0")]["paper"] == 1.768
+    assert rows[("gdpp1", "u1")]["paper"] == 1.639 and rows[("tunedrr", "u5")]["paper"] == 0.049
 
 
 def test_bad_override_is_a_user_error():

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from learnlab.cli import main
-from learnlab.knowledge.sweep import read_records
+from learnlab.core.parallel import read_records
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def test_smoke_run_records_every_measurement(smoke_run):
     assert measured["samples"] == 16 and measured["rewritten_samples"] == 16
     assert -1.0 <= measured["rho_p_before"] <= 1.0 and measured["samples_per_minute"] > 0
     assert set(measured["variants"]) == {"top-0", "top-8", "random-8"}
-    records = read_records(run_dir / "sweep" / "samples.jsonl")
+    records = read_records(run_dir / "items" / "sweep.jsonl")
     assert len(records) == 16 and len({record["id"] for record in records}) == 16
     first = records[0]
     for key in ("log_p_before", "log_s_mem", "log_s_prime", "cross_log_s_prime", "text_mean_loss", "keyword_entropy",
@@ -37,10 +37,10 @@ def test_smoke_run_records_every_measurement(smoke_run):
 
 def test_killed_sweep_resumes_without_redoing_finished_samples(smoke_run):
     out, run_dir = smoke_run
-    merged = run_dir / "sweep" / "samples.jsonl"
+    merged = run_dir / "items" / "sweep.jsonl"
     before = read_records(merged)
     # Simulate a kill after five samples: only a part file with five records (the last one torn) is left.
-    part = run_dir / "sweep" / "samples.part0-of1.jsonl"
+    part = run_dir / "items" / "sweep.part0-of1.jsonl"
     lines = merged.read_text().splitlines()
     part.write_text("\n".join(lines[:5]) + "\n" + lines[5][:40])
     merged.unlink()
@@ -51,7 +51,7 @@ def test_killed_sweep_resumes_without_redoing_finished_samples(smoke_run):
     assert [record["id"] for record in after] == [record["id"] for record in before]
     assert [record["seconds"] for record in after[:5]] == [record["seconds"] for record in before[:5]]  # not redone
     assert after[5]["log_s_prime"] == pytest.approx(before[5]["log_s_prime"], rel=1e-4, abs=1e-4)  # redone, same result
-    assert json.loads((run_dir / "stages" / "sweep.json").read_text())["samples"] == 16
+    assert json.loads((run_dir / "stages" / "sweep.json").read_text())["items"] == 16
 
 
 def test_two_worker_processes_share_the_samples(smoke_run, tmp_path):
@@ -59,8 +59,8 @@ def test_two_worker_processes_share_the_samples(smoke_run, tmp_path):
     assert main(["run", "priming", "--preset", "smoke", "--out", str(out), "--quiet",
                  "--set", "workers=2", "--set", "max_samples=4"]) == 0
     run = next(path for path in (out / "priming").iterdir() if path != run_dir)
-    assert {"samples.part0-of2.jsonl", "samples.part1-of2.jsonl"} <= {path.name for path in (run / "sweep").glob("*.part*")}
-    assert len(read_records(run / "sweep" / "samples.jsonl")) == 4
+    assert {"sweep.part0-of2.jsonl", "sweep.part1-of2.jsonl"} <= {path.name for path in (run / "items").glob("*.part*")}
+    assert len(read_records(run / "items" / "sweep.jsonl")) == 4
 
 
 @pytest.mark.parametrize("settings, message", [

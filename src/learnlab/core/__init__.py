@@ -1,6 +1,7 @@
 """The shared core: configs and presets, claims, run directories, the report, errors."""
 
 from learnlab.core.claims import Claim, at_least, at_most, is_true, within
+from learnlab.core.config import StudyConfig, nonnegative, positive, ranged
 from learnlab.core.errors import DivergenceError, UserError
 from learnlab.core.registry import Study
 from learnlab.core.runs import RunContext
@@ -10,9 +11,13 @@ __all__ = [
     "DivergenceError",
     "RunContext",
     "Study",
+    "StudyConfig",
     "UserError",
     "at_least",
     "at_most",
     "is_true",
+    "nonnegative",
+    "positive",
+    "ranged",
     "within",
 ]

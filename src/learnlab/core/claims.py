@@ -25,7 +25,7 @@ def _number(value: Any) -> str:
 
 @dataclass(frozen=True)
 class Check:
-    """One comparison of a measured metric against a bound taken from the paper or the notes."""
+    """One comparison of a measured metric against a bound taken from the paper (or a reference computation)."""
 
     metric: str
     op: str

@@ -1,8 +1,11 @@
 """Study configs: frozen dataclasses, presets, ``--set key=value`` overrides and config hashes.
 
-A study's ``Config`` is a frozen dataclass whose fields carry type annotations; this module turns
-the strings of ``--set`` into values of those types and rejects anything else with a
-:class:`UserError` that names the valid choices.
+A study's ``Config`` is a frozen dataclass (a subclass of :class:`StudyConfig`) whose fields carry
+type annotations and, where a value has a valid range, a declared bound (:func:`positive`,
+:func:`nonnegative`, :func:`ranged`). Bounds and ``Literal`` choices are checked in one place,
+:func:`validate_fields`, when a config is built; rules that tie several fields together go in the
+config's ``validate`` method. This module also turns the strings of ``--set`` into values of the
+annotated types and rejects anything else with a :class:`UserError` that names the valid choices.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -17,7 +21,84 @@ from typing import Any, Literal, Union
 
 from learnlab.core.errors import UserError
 
+_BOUND_KEY = "learnlab_bounds"
 _TRUE = {"1", "true", "yes", "on"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Bounds:
+    """The valid range of a config field (of each item, for a tuple field, which must not be empty)."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def violation(self, value: Any) -> str | None:
+        """Why ``value`` is out of range, or None."""
+        for bound, holds, text in (
+            (self.ge, lambda b: value >= b, ">="), (self.gt, lambda b: value > b, ">"),
+            (self.le, lambda b: value <= b, "<="), (self.lt, lambda b: value < b, "<"),
+        ):
+            if bound is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and holds(bound)):
+                return f"{text} {bound:g}"
+        return None
+
+
+def ranged(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
+           lt: float | None = None) -> Any:
+    """A dataclass field with ``default`` whose value (every item of a tuple) must lie in the given range."""
+    return dataclasses.field(default=default, metadata={_BOUND_KEY: Bounds(ge, gt, le, lt)})
+
+
+def positive(default: Any) -> Any:
+    """A field whose value (every item of a tuple) must be > 0 (said as >= 1 for integers)."""
+    items = default if isinstance(default, tuple) else (default,)
+    if items and all(isinstance(item, int) and not isinstance(item, bool) for item in items):
+        return ranged(default, ge=1)
+    return ranged(default, gt=0)
+
+
+def nonnegative(default: Any) -> Any:
+    """A field whose value (every item of a tuple) must be >= 0."""
+    return ranged(default, ge=0)
+
+
+def validate_fields(config: Any) -> None:
+    """Check every declared bound and every ``Literal`` choice; raise ``ValueError`` naming the field."""
+    hints = typing.get_type_hints(type(config))
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        kind = hints.get(field.name)
+        if typing.get_origin(kind) is Literal and value not in typing.get_args(kind):
+            choices = ", ".join(map(str, typing.get_args(kind)))
+            raise ValueError(f"{field.name} must be one of {choices}, got {value!r}")
+        bounds = field.metadata.get(_BOUND_KEY)
+        if bounds is None:
+            continue
+        items = value if isinstance(value, tuple) else (value,)
+        if not items:
+            raise ValueError(f"{field.name} must not be empty")
+        for item in items:
+            reason = bounds.violation(item)
+            if reason is not None:
+                raise ValueError(f"{field.name} must be {reason}, got {_shown(value)}")
+
+
+def _shown(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyConfig:
+    """Base of every study ``Config``: validates declared bounds on construction, then :meth:`validate`."""
+
+    def __post_init__(self) -> None:
+        validate_fields(self)
+        self.validate()
+
+    def validate(self) -> None:
+        """Rules that tie several fields together; raise ``ValueError`` with a one-line reason."""
 _FALSE = {"0", "false", "no", "off"}
 
 

@@ -14,8 +14,26 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+
+WEIGHTS_PREFIX = "weights."
+
+
+def plain(value: Any) -> Any:
+    """Convert tensors, NumPy values and tuples to JSON-ready Python values."""
+    if isinstance(value, torch.Tensor):
+        return plain(value.detach().cpu().tolist())
+    if isinstance(value, np.ndarray):
+        return plain(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {str(key): plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(item) for item in value]
+    return value
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -66,6 +84,17 @@ def save_tensors(path: Path, tensors: Mapping[str, torch.Tensor]) -> None:
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path))
+
+
+def module_weights(module: torch.nn.Module, prefix: str = WEIGHTS_PREFIX) -> dict[str, torch.Tensor]:
+    """A module's state as ``{prefix + name: tensor}`` (CPU copies), ready to be returned by a stage."""
+    return {f"{prefix}{name}": value.detach().cpu().clone() for name, value in module.state_dict().items()}
+
+
+def restore_module_weights(module: torch.nn.Module, stage: Mapping[str, Any], prefix: str = WEIGHTS_PREFIX) -> torch.nn.Module:
+    """Load the weights that :func:`module_weights` put into a stage's result back into ``module``."""
+    module.load_state_dict({key.removeprefix(prefix): value for key, value in stage.items() if key.startswith(prefix)})
+    return module
 
 
 def pyplot() -> Any:

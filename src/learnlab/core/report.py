@@ -2,7 +2,8 @@
 
 ``write_report(runs_dir)`` writes ``REPORT.md`` (figures linked) and ``report.html``
 (self-contained, figures embedded as base64) into ``runs_dir``. The latest finished run of each
-(study, preset) pair is reported.
+(study, preset) pair is reported; a run made by other code than the registered study's current
+code (or resumed from stages made by it) is marked STALE.
 """
 
 from __future__ import annotations
@@ -16,15 +17,19 @@ from typing import Any
 
 from learnlab.core.claims import format_measured
 from learnlab.core.io import read_json, write_text
-from learnlab.core.registry import PRESETS
-from learnlab.core.runs import RESULTS_FILE
+from learnlab.core.registry import PRESETS, Study
+from learnlab.core.runs import RESULTS_FILE, study_code_version
 
 VERDICT_MARK = {"pass": "PASS", "fail": "FAIL", "not-run": "NOT RUN"}
 VERDICT_COLOR = {"pass": "#1b7f3b", "fail": "#b3261e", "not-run": "#8a6d00"}
 
 
-def collect_runs(runs_dir: Path, study_order: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """Latest ``results.json`` per (study, preset) under ``runs_dir``, in registry then preset order."""
+def collect_runs(runs_dir: Path, study_order: Sequence[str] = (), studies: dict[str, Study] | None = None) -> list[dict[str, Any]]:
+    """Latest ``results.json`` per (study, preset) under ``runs_dir``, in registry then preset order.
+
+    With ``studies`` given, a run whose code version differs from its study's current one gets
+    ``stale: True``.
+    """
     latest: dict[tuple[str, str], dict[str, Any]] = {}
     for path in sorted(Path(runs_dir).glob(f"*/*/{RESULTS_FILE}")):
         try:
@@ -32,6 +37,9 @@ def collect_runs(runs_dir: Path, study_order: Sequence[str] = ()) -> list[dict[s
         except ValueError:
             continue
         results["run_dir"] = str(path.parent.relative_to(runs_dir))
+        study = (studies or {}).get(results.get("study", ""))
+        if study is not None and results.get("code_version") != study_code_version(study):
+            results["stale"] = True
         key = (results.get("study", ""), results.get("preset", ""))
         if key not in latest or results.get("finished_at", "") > latest[key].get("finished_at", ""):
             latest[key] = results
@@ -63,6 +71,9 @@ def _threads(count: int) -> str:
     return f"{count} thread" + ("" if count == 1 else "s")
 
 
+STALE_NOTE = "STALE: made (in part) by other code than the current study code; rerun to refresh"
+
+
 def render_markdown(runs: list[dict[str, Any]], generated: str) -> str:
     lines = ["# learnlab report", "", f"Generated {generated}.", ""]
     if not runs:
@@ -80,7 +91,7 @@ def render_markdown(runs: list[dict[str, Any]], generated: str) -> str:
                 f"{claim['paper_value']} ({claim['source']})",
                 format_measured(claim["measured"]),
                 f"`{claim['criterion']}`",
-                f"**{VERDICT_MARK[claim['verdict']]}**",
+                f"**{VERDICT_MARK[claim['verdict']]}**" + (" (stale)" if run.get("stale") else ""),
             ]
             lines.append("| " + " | ".join(_cell(cell) for cell in cells) + " |")
     for run in runs:
@@ -90,6 +101,8 @@ def render_markdown(runs: list[dict[str, Any]], generated: str) -> str:
             f"{run['environment']['device']} ({_threads(run['environment']['threads'])}); status **{run['status']}**"
             + (f": {run['reason']}" if run.get("reason") else "")
         )
+        if run.get("stale"):
+            lines += ["", f"**{STALE_NOTE}.**"]
         lines += ["", "| measured | value |", "|---|---|"]
         lines += [f"| {_cell(name)} | {_cell(_format_value(value))} |" for name, value in _scalar_measurements(run["measured"])]
         for figure in run.get("figures", []):
@@ -127,7 +140,8 @@ def render_html(runs: list[dict[str, Any]], runs_dir: Path, generated: str) -> s
                     f"<td><b>{esc(claim['id'])}</b>: {esc(claim['statement'])}</td>"
                     f"<td>{esc(claim['paper_value'])} <i>({esc(claim['source'])})</i></td>"
                     f"<td>{esc(format_measured(claim['measured']))}</td><td><code>{esc(claim['criterion'])}</code></td>"
-                    f"<td><span class='verdict' style='background:{color}'>{VERDICT_MARK[claim['verdict']]}</span></td></tr>"
+                    f"<td><span class='verdict' style='background:{color}'>{VERDICT_MARK[claim['verdict']]}</span>"
+                    + (" <b>stale</b>" if run.get("stale") else "") + "</td></tr>"
                 )
         parts.append("</table>")
     for run in runs:
@@ -137,6 +151,8 @@ def render_html(runs: list[dict[str, Any]], runs_dir: Path, generated: str) -> s
             f"<p>Run <code>{esc(run['run_dir'])}</code>, seed {run['seed']}, {run['run_seconds']:.1f} s on "
             f"{esc(run['environment']['device'])} ({_threads(run['environment']['threads'])}); status <b>{esc(run['status'])}</b>{reason}</p>"
         )
+        if run.get("stale"):
+            parts.append(f"<p><b style='color:#b3261e'>{esc(STALE_NOTE)}.</b></p>")
         parts.append("<table><tr><th>measured</th><th>value</th></tr>")
         parts += [f"<tr><td>{esc(name)}</td><td>{esc(_format_value(value))}</td></tr>" for name, value in _scalar_measurements(run["measured"])]
         parts.append("</table>")
@@ -145,10 +161,10 @@ def render_html(runs: list[dict[str, Any]], runs_dir: Path, generated: str) -> s
     return "\n".join(parts) + "\n"
 
 
-def write_report(runs_dir: Path, study_order: Sequence[str] = ()) -> tuple[Path, Path]:
-    """Write ``report.html`` and ``REPORT.md`` into ``runs_dir``; returns their paths."""
+def write_report(runs_dir: Path, studies: dict[str, Study] | None = None) -> tuple[Path, Path]:
+    """Write ``report.html`` and ``REPORT.md`` into ``runs_dir`` (studies in the given order); returns their paths."""
     runs_dir = Path(runs_dir)
-    runs = collect_runs(runs_dir, study_order)
+    runs = collect_runs(runs_dir, list(studies or {}), studies)
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     markdown_path, html_path = runs_dir / "REPORT.md", runs_dir / "report.html"
     write_text(markdown_path, render_markdown(runs, generated))

@@ -8,13 +8,15 @@ A run of study S lives in ``<out>/<S>/<preset>-seed<N>-<hash>/``:
 - ``figures/*.png`` figures;
 - ``results.json``  written last and atomically: measured values and claim verdicts.
 
-A run whose ``results.json`` exists with status ``ok`` is reused unless ``force`` is set.
+A run whose ``results.json`` exists with status ``ok`` and was made by the same code (see
+:mod:`learnlab.core.versions`) is reused unless ``force`` is set. A run or a cached stage made by
+other code is recomputed, unless ``reuse_stale`` is set: then it is reused and marked stale, in
+``results.json`` and in the report.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import platform
 import shutil
 import time
@@ -24,17 +26,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from learnlab import __version__
 from learnlab.core.claims import FAIL, NOT_RUN, PASS
 from learnlab.core.config import apply_overrides, config_hash, config_to_dict, parse_overrides
 from learnlab.core.errors import DivergenceError, UserError
-from learnlab.core.io import load_tensors, read_json, save_figure, save_tensors, write_json
+from learnlab.core.io import load_tensors, plain, read_json, save_figure, save_tensors, write_json
+from learnlab.core.parallel import LOGS_KEY, ItemsResult, StreamsAndChecks, WorkerFactory, read_records, run_items
 from learnlab.core.progress import ProgressReporter
 from learnlab.core.registry import Study
-from learnlab.core.runtime import derive_seed, resolve_device, seed_everything, set_threads
+from learnlab.core.runtime import preserved_runtime, resolve_device, seed_everything, set_threads
+from learnlab.core.versions import code_version
 
 RESULTS_FILE = "results.json"
 
@@ -51,25 +54,16 @@ class RunOptions:
     force: bool = False
     quiet: bool = False
     threads: int | None = None  # None: the study's own choice (Study.threads)
+    reuse_stale: bool = False  # reuse a finished run or cached stages made by other code (marked stale)
 
 
-def plain(value: Any) -> Any:
-    """Convert tensors, NumPy values and tuples to JSON-ready Python values."""
-    if isinstance(value, torch.Tensor):
-        return plain(value.detach().cpu().tolist())
-    if isinstance(value, np.ndarray):
-        return plain(value.tolist())
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, dict):
-        return {str(key): plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(item) for item in value]
-    return value
+class RunContext(StreamsAndChecks):
+    """What a study's ``run(config, ctx)`` uses to log, save figures, draw seeds and resume.
 
-
-class RunContext:
-    """What a study's ``run(config, ctx)`` uses to log, save figures, draw seeds and resume."""
+    Besides the methods below: ``generator(*names)`` (a named random stream), ``check_finite`` and
+    ``training_progress(description, steps, what)`` (a bar whose ``on_step(step, loss)`` stops the
+    run on a NaN/inf loss), shared with the item context of :mod:`learnlab.core.parallel`.
+    """
 
     def __init__(self, run_dir: Path, seed: int, device: torch.device, progress: ProgressReporter) -> None:
         self.run_dir = Path(run_dir)
@@ -96,12 +90,6 @@ class RunContext:
     def quiet(self) -> bool:
         return self._progress.quiet
 
-    def generator(self, *names: str, device: torch.device | str = "cpu") -> torch.Generator:
-        """An explicit generator for a named random stream, seeded from the run seed and the names."""
-        generator = torch.Generator(device=device)
-        generator.manual_seed(derive_seed(self.seed, *names))
-        return generator
-
     def log(self, **record: Any) -> None:
         """Append one metrics record (tagged with the current stage) to ``metrics.jsonl``."""
         if self._current_stage is not None:
@@ -119,12 +107,6 @@ class RunContext:
     def progress(self, description: str, total: int) -> Any:
         """A progress bar context: ``with ctx.progress("train", steps) as bar: bar.advance(1, loss=x)``."""
         return self._progress.task(description, total)
-
-    @staticmethod
-    def check_finite(value: float, what: str) -> None:
-        """Stop the run (recorded as failed) when a loss turns NaN or infinite."""
-        if not math.isfinite(value):
-            raise DivergenceError(f"{what} became {value}")
 
     def stage(self, name: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         """Run ``compute`` once per run directory and cache its result.
@@ -151,6 +133,32 @@ class RunContext:
             save_tensors(tensor_path, tensors)
         write_json(summary_path, plain({key: value for key, value in result.items() if key not in tensors}))
         return result
+
+    def stage_items(self, name: str, keys: list[str], make_worker: WorkerFactory, payload: Any, workers: int = 1,
+                    description: str | None = None, local_process: Callable[[str], dict[str, Any]] | None = None) -> ItemsResult:
+        """A stage made of independent items (:mod:`learnlab.core.parallel`), resumable per item.
+
+        Records go to ``items/<name>.jsonl``; ``workers`` processes share the items on the CPU, and
+        ``torchrun`` ranks shard them (``local_process``: see :func:`~learnlab.core.parallel.run_items`). Each item's log records are written to the metrics, tagged
+        with the stage and the item, once every item is done. Returns the records in ``keys`` order
+        (and, on the call that computed them, how many were computed and how long it took).
+        """
+        output = self.run_dir / "items" / f"{name}.jsonl"
+        summary_path = self.stages_dir / f"{name}.json"
+        if summary_path.exists() and len(read_records(output)) < len(keys):
+            summary_path.unlink()  # the records were removed: compute the missing ones again
+
+        def compute() -> dict[str, Any]:
+            result = run_items(keys, make_worker, payload, output, self.seed, device=self.device, workers=workers,
+                               progress=self.progress, description=description or name, local_process=local_process)
+            for record in result.records:
+                for entry in record.get(LOGS_KEY, []):
+                    self.log(item=record["id"], **entry)
+            return {"items": len(result.records), "computed": result.computed, "seconds": result.seconds}
+
+        summary = self.stage(name, compute)
+        records = [{key: value for key, value in record.items() if key != LOGS_KEY} for record in read_records(output)]
+        return ItemsResult(records, int(summary["computed"]), float(summary["seconds"]))
 
     def _drop_metrics_of(self, stage: str) -> None:
         if not self.metrics_path.exists():
@@ -200,20 +208,42 @@ def finished_results(run_dir: Path) -> dict[str, Any] | None:
     return results if results.get("status") == "ok" else None
 
 
+def study_code_version(study: Study) -> str:
+    """The code version of ``study`` (its area package's sources, see :mod:`learnlab.core.versions`)."""
+    return code_version(study.run.__module__)
+
+
+def _discard_other_code(run_dir: Path, code: str, options: RunOptions) -> bool:
+    """Remove a run directory whose results or stages were made by other code; True if it is kept stale."""
+    config_path = run_dir / "config.json"
+    if not config_path.exists():
+        return False
+    made_by = read_json(config_path).get("code_version")
+    if made_by == code:
+        return False
+    if options.reuse_stale:
+        return True
+    shutil.rmtree(run_dir)
+    return False
+
+
 def execute(study: Study, options: RunOptions) -> dict[str, Any]:
     """Run a study (or reuse its finished result) and return the content of ``results.json``.
 
-    The returned dict carries ``reused: True`` when an earlier result was reused.
+    The returned dict carries ``reused: True`` when an earlier result was reused, and ``stale: True``
+    when that result (or a stage it was resumed from) was made by other code (``reuse_stale``).
+    Thread settings and global random states are restored afterwards, so a study may run another.
     """
     prepared = prepare_run(study, options)
     run_dir = prepared.run_dir
+    code = study_code_version(study)
     _ensure_writable(run_dir.parent)
-    if not options.force:
-        previous = finished_results(run_dir)
-        if previous is not None:
-            return {**previous, "reused": True}
-    elif run_dir.exists():
+    if options.force and run_dir.exists():
         shutil.rmtree(run_dir)
+    stale = _discard_other_code(run_dir, code, options)
+    previous = finished_results(run_dir)
+    if previous is not None:
+        return {**previous, "reused": True, "stale": stale or bool(previous.get("stale"))}
     _ensure_writable(run_dir)
     write_json(
         run_dir / "config.json",
@@ -223,20 +253,22 @@ def execute(study: Study, options: RunOptions) -> dict[str, Any]:
             "seed": options.seed,
             "overrides": list(options.overrides),
             "device": prepared.device.type,
+            "code_version": code if not stale else read_json(run_dir / "config.json").get("code_version"),
             "config": config_to_dict(prepared.config),
         },
     )
-    wanted = study.threads if options.threads is None else options.threads
-    threads = set_threads(wanted) if prepared.device.type == "cpu" else torch.get_num_threads()
-    seed_everything(options.seed)
-    ctx = RunContext(run_dir, options.seed, prepared.device, ProgressReporter(options.quiet))
-    started = time.perf_counter()
-    status, reason, measured = "ok", None, {}
-    try:
-        measured = plain(study.run(prepared.config, ctx))
-    except DivergenceError as error:
-        status, reason = "failed", str(error)
-    elapsed = time.perf_counter() - started
+    with preserved_runtime():
+        wanted = study.threads if options.threads is None else options.threads
+        threads = set_threads(wanted) if prepared.device.type == "cpu" else torch.get_num_threads()
+        seed_everything(options.seed)
+        ctx = RunContext(run_dir, options.seed, prepared.device, ProgressReporter(options.quiet))
+        started = time.perf_counter()
+        status, reason, measured = "ok", None, {}
+        try:
+            measured = plain(study.run(prepared.config, ctx))
+        except DivergenceError as error:
+            status, reason = "failed", str(error)
+        elapsed = time.perf_counter() - started
     claims = [claim.evaluate(measured) for claim in study.claims]
     results = {
         "study": study.name,
@@ -245,6 +277,8 @@ def execute(study: Study, options: RunOptions) -> dict[str, Any]:
         "preset": options.preset,
         "seed": options.seed,
         "config_hash": run_dir.name.rsplit("-", 1)[-1],
+        "code_version": code,
+        "stale": stale,
         "config": config_to_dict(prepared.config),
         "status": status,
         "reason": reason,
@@ -266,4 +300,4 @@ def execute(study: Study, options: RunOptions) -> dict[str, Any]:
     return {**results, "reused": False}
 
 
-__all__ = ["RunContext", "RunOptions", "execute", "finished_results", "prepare_run", "plain"]
+__all__ = ["RunContext", "RunOptions", "execute", "finished_results", "plain", "prepare_run", "study_code_version"]

@@ -81,7 +81,7 @@ def symmetric_label_noise(labels: torch.Tensor, fraction: float, num_classes: in
     are replaced by a label drawn uniformly from the *other* ``num_classes - 1`` classes.
 
     So exactly that fraction of labels is wrong, and a wrong label is equally likely to be any other
-    class. This creates the noise floor that averaging needs (notes §6, "Noise floor").
+    class. This creates the noise floor that averaging needs (SGD noise, not bias, dominates the loss).
     """
     if not 0 <= fraction <= 1:
         raise ValueError(f"label noise fraction must be in [0, 1], got {fraction}")

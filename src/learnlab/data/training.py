@@ -1,9 +1,11 @@
-"""A minimal, fast training loop for small classifiers on in-memory tensors.
+"""A minimal, fast supervised training loop on in-memory tensors: any loss, any ``torch.optim`` optimizer.
 
 The whole dataset sits in one tensor; each step indexes a batch with indices from a seeded
 permutation (a new one per epoch), so there is no DataLoader, no per-sample Python and no
-collation. Threads are the caller's choice: for these tiny models one thread per process is
-usually fastest (see ``benchmarks/training_loop.py``); set it with ``torch.set_num_threads``.
+collation. The loss (default: cross-entropy), the optimizer and an optional learning-rate
+scheduler are the caller's (e.g. :class:`learnlab.core.schedules.WarmupCosine`), so the same loop
+serves plain SGD, Adam, or a learned optimizer. Threads are the caller's choice too: for these
+tiny models one thread per process is usually fastest (see ``benchmarks/training_loop.py``).
 """
 
 from __future__ import annotations
@@ -28,9 +30,12 @@ def batch_indices(num_examples: int, batch_size: int, generator: torch.Generator
             yield order[start:start + batch_size]
 
 
+Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
 @dataclass(frozen=True)
 class SGDSettings:
-    """Plain SGD on cross-entropy. ``momentum`` 0 keeps the learning rate's meaning simple (notes §6)."""
+    """Plain SGD. ``momentum`` 0 keeps the learning rate's meaning simple (one step moves by ``lr`` times the gradient)."""
 
     learning_rate: float = 0.1
     batch_size: int = 32
@@ -51,19 +56,25 @@ def train_steps(
     batches: Iterator[torch.Tensor],
     on_step: Callable[[int, torch.Tensor], None] | None = None,
     first_step: int = 1,
+    loss_function: Loss = F.cross_entropy,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
 ) -> None:
-    """Run ``steps`` SGD steps in train mode; ``on_step(step, loss)`` after each update.
+    """Run ``steps`` optimizer steps in train mode; ``on_step(step, loss)`` after each update.
 
-    ``batches`` is an iterator of index tensors (e.g. :func:`batch_indices`); keeping it (and the
-    optimizer) outside lets a caller pause, snapshot and continue the same trajectory.
+    ``loss_function(model(x), y)`` is minimised by ``optimizer`` (any ``torch.optim`` optimizer);
+    ``scheduler``, if given, steps after every update. ``batches`` is an iterator of index tensors
+    (e.g. :func:`batch_indices`); keeping it (and the optimizer) outside lets a caller pause,
+    snapshot and continue the same trajectory.
     """
     model.train()
     for step in range(first_step, first_step + steps):
         index = next(batches)
-        loss = F.cross_entropy(model(train.x[index]), train.y[index])
+        loss = loss_function(model(train.x[index]), train.y[index])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         if on_step is not None:
             on_step(step, loss.detach())
 

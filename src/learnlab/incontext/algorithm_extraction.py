@@ -37,6 +37,9 @@ explicit algorithm of :class:`ExtractedAlgorithm` (our derivation, exact; it is 
   on the residual size (noise-adaptive step, §5).
 
 GD++ is the case ``omega_xy = omega_yy = 0`` (then ``u = 0`` and ``a = 1`` throughout).
+
+:func:`check_extraction` runs the algorithm against the model it was read from and measures how much
+the adaptive rescaling ``omega_yy`` is used.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from dataclasses import dataclass, field
 import torch
 
 from learnlab.incontext.linear_transformer_variants import OMEGA_NAMES, LinearTransformer
+from learnlab.incontext.regression import RegressionBatch
 
 
 @dataclass(frozen=True)
@@ -140,3 +144,48 @@ class ExtractedAlgorithm:
             LayerOmegas(**{name: (0.0 if name in names else getattr(layer, name)) for name in OMEGA_NAMES})
             for layer in self.layers
         ))
+
+
+@dataclass(frozen=True)
+class ExtractionCheck:
+    """A DIAG model's extracted algorithm run against the model on one batch (:func:`check_extraction`).
+
+    Attributes:
+        algorithm: the algorithm read off the model.
+        max_abs_error: largest ``|algorithm - model|`` prediction gap (the model's moment readout).
+        token_path_max_abs_error: the same against minus the query's y-slot after a token forward pass.
+        prediction_scale: the largest ``|model prediction|`` (what the errors compare with).
+        omega_yy_rescaling: ``|omega_yy lambda^l|`` averaged over sequences, at the layer where it is
+            largest: how much the adaptive rescaling ``1 + omega_yy lambda^l`` moves the implicit model.
+        loss_with_omega_yy: ½·MSE of the algorithm on the noise-free query labels.
+        loss_without_omega_yy: the same with ``omega_yy = 0`` in every layer (the ablation).
+    """
+
+    algorithm: ExtractedAlgorithm
+    max_abs_error: float
+    token_path_max_abs_error: float
+    prediction_scale: float
+    omega_yy_rescaling: float
+    loss_with_omega_yy: float
+    loss_without_omega_yy: float
+
+
+def check_extraction(model: LinearTransformer, batch: RegressionBatch) -> ExtractionCheck:
+    """Extract the algorithm of a single DIAG ``model`` and run both on ``batch``."""
+    algorithm = ExtractedAlgorithm.from_model(model)
+    tokens = batch.tokens()
+    with torch.no_grad():
+        model_prediction = model.predict(tokens)
+        token_prediction = -model(tokens)[:, -1, -1]
+        trace = algorithm.run(batch.x, batch.y, batch.x_query)
+        no_rescaling = algorithm.without("omega_yy").predict(batch.x, batch.y, batch.x_query)
+    target = batch.y_query
+    return ExtractionCheck(
+        algorithm=algorithm,
+        max_abs_error=(trace.prediction - model_prediction).abs().max().item(),
+        token_path_max_abs_error=(trace.prediction - token_prediction).abs().max().item(),
+        prediction_scale=model_prediction.abs().max().item(),
+        omega_yy_rescaling=(trace.rescaling - 1).abs().mean(-1).max().item(),
+        loss_with_omega_yy=0.5 * (trace.prediction - target).pow(2).mean().item(),
+        loss_without_omega_yy=0.5 * (no_rescaling - target).pow(2).mean().item(),
+    )

@@ -4,6 +4,10 @@ The paper compares a trained Transformer with GD by (i) the difference of their 
 (ii) the cosine similarity of their input sensitivities ``d y_hat / d x_query`` (the "implicit
 linear model" each one applies to the query) and (iii) the learned weight products after a scale
 correction, against the Prop. 1 construction.
+
+For sequence models (Uncovering mesa-optimization algorithms in Transformers, §4) the same
+comparison is made on the Jacobians ``d pred_t / d s_t`` of the next-state prediction at position
+``t`` with respect to the current state (:func:`state_sensitivity_cosine`).
 """
 
 from __future__ import annotations
@@ -55,6 +59,33 @@ def sensitivity_distance(predict_a: PredictFn, predict_b: PredictFn, tokens: tor
     sensitivity_a = input_sensitivities(predict_a, tokens)
     sensitivity_b = input_sensitivities(predict_b, tokens)
     return (sensitivity_a - sensitivity_b).norm(dim=-1).mean()
+
+
+def state_jacobians(predict_states: PredictFn, states: torch.Tensor, position: int) -> torch.Tensor:
+    """``d pred_t / d s_t`` per sequence, ``(B, D, D)``, for a predictor of states ``(B, T, D) -> (B, T, D)``.
+
+    ``s_t`` is varied in every role it plays in the input (the current state of position ``t`` and
+    the previous state of later positions, which cannot influence position ``t`` in a causal model).
+    """
+    with torch.enable_grad():
+        states = states.detach().clone().requires_grad_(True)
+        predictions = predict_states(states)[:, position]
+        rows = []
+        for index in range(predictions.shape[-1]):
+            (gradient,) = torch.autograd.grad(predictions[:, index].sum(), states, retain_graph=True)
+            rows.append(gradient[:, position])
+    return torch.stack(rows, dim=1)
+
+
+def state_sensitivity_cosine(predict_a: PredictFn, predict_b: PredictFn, states: torch.Tensor,
+                             positions: tuple[int, ...]) -> float:
+    """Mean over ``positions`` and sequences of the cosine between two predictors' ``d pred_t / d s_t``."""
+    cosines = []
+    for position in positions:
+        jacobian_a = state_jacobians(predict_a, states, position)
+        jacobian_b = state_jacobians(predict_b, states, position)
+        cosines.append(torch.nn.functional.cosine_similarity(jacobian_a.flatten(1), jacobian_b.flatten(1), dim=-1).mean())
+    return float(torch.stack(cosines).mean())
 
 
 @dataclass

@@ -14,6 +14,10 @@ The model sees observations ``o_1..o_T`` and predicts the next one at every posi
 autoregressive loss sums squared errors over dimensions and averages over batch and positions,
 divided by 2). Token formats: :func:`constructed_tokens` ``e_t = [0, o_t, o_t, o_{t-1}]`` (the
 prediction slot first, ``o_0 = 0``) and :func:`plain_tokens` ``e_t = o_t``.
+
+:class:`FewShotRegressionSpec` draws the regression tasks in the same state space with which a
+model trained on the dynamics is prompted in the repurposing experiment (§6,
+:mod:`learnlab.incontext.prompt_tuning`). Both specs are task samplers (:mod:`learnlab.incontext.tasks`).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ DynamicsKind = Literal["full", "partial", "contracting"]
 
 @dataclass(frozen=True)
 class DynamicsSpec:
-    """A distribution over linear dynamical systems (defaults: the official code's)."""
+    """A distribution over linear dynamical systems (defaults: the official code's); a task sampler."""
 
     dim: int = 10
     seq_len: int = 50
@@ -54,6 +58,11 @@ class DynamicsSpec:
     @property
     def observed_dim(self) -> int:
         return self.obs_dim if self.kind == "partial" else self.dim
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None, *,
+               dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> "DynamicsBatch":
+        """Draw ``batch_size`` sequences with :func:`sample_dynamics` (the ``TaskSampler`` protocol)."""
+        return sample_dynamics(self, batch_size, generator, dtype=dtype, device=device)
 
 
 @dataclass
@@ -135,43 +144,43 @@ def autoregressive_loss(predictions: torch.Tensor, targets: torch.Tensor) -> tor
 
 
 @dataclass
-class RegressionPrompts:
-    """Few-shot regression prompts for the repurposing experiment (paper §6).
+class FewShotRegressionTasks:
+    """Few-shot vector regression tasks: ``x`` (B, n, D), noisy ``y = W x + noise`` and clean ``target = W x``."""
 
-    Format (the paper's and the official code's ``ICLSingleGenerator`` without EOS): the pairs are
-    fed as a *sequence of states* ``[x_1, y_1, x_2, y_2, ..., x_n, y_n, x_q]`` with
-    ``y_i = W x_i + noise``, and the model's next-state prediction at ``x_q`` is its answer for
-    ``W x_q``. ``states`` (B, 2n + 1, D) is that sequence; ``tokens`` (B, 2n + 1, 4 D) is it mapped
-    through the very token map the model was trained with (:func:`constructed_tokens`,
-    ``[0, s_t, s_t, s_{t-1}]``), so the query token carries its previous state ``y_n`` exactly as a
-    dynamics token would. ``target`` (B, D) is the noise-free ``W x_q``.
+    x: torch.Tensor
+    y: torch.Tensor
+    target: torch.Tensor
 
-    Why this and not one hand-built token per pair (``[0, y_i, y_i, x_i]``, an earlier version):
-    the paper probes whether the algorithm learned on next-state prediction can be *repurposed*
-    by prompting alone, so the prompt must be an ordinary input sequence; hand-building tokens that
-    hide the spurious transitions ``y_i -> x_{i+1}`` (which the interleaved sequence contains and
-    which the paper's EOS-token experiment addresses) would feed the model something it never sees.
-    The inputs match the training states in distribution of norms: ``x ~ U(-1, 1)^D`` is the law
-    of ``s_1``, and ``y = W x`` with ``W`` orthogonal has the same norm (the dynamics' states are
-    rotations of ``s_1`` plus noise 0.01). Noise on ``y``: 0.01, the code's ICL generator default.
+    def __getitem__(self, rows: slice) -> "FewShotRegressionTasks":
+        """The tasks ``rows`` of the batch."""
+        return FewShotRegressionTasks(self.x[rows], self.y[rows], self.target[rows])
+
+
+@dataclass(frozen=True)
+class FewShotRegressionSpec:
+    """Linear regression in the dynamics' state space, for repurposing a dynamics model (paper §6).
+
+    Each task draws ``W`` random orthogonal (the law of the dynamics' ``W*``), ``num_points``
+    inputs ``x ~ U(-1, 1)^D`` (the law of ``s_1``; ``W x`` then has the norm of a state) and labels
+    ``y = W x + noise`` with noise 0.01, the official ``ICLSingleGenerator``'s default. A task
+    sampler (:mod:`learnlab.incontext.tasks`); draw order: ``W``, the inputs, the label noise.
     """
 
-    tokens: torch.Tensor
-    target: torch.Tensor
-    states: torch.Tensor
+    num_points: int
+    dim: int = 10
+    noise: float = 0.01
 
+    def __post_init__(self) -> None:
+        if self.num_points < 1 or self.dim < 1 or self.noise < 0:
+            raise ValueError("num_points and dim must be >= 1 and noise >= 0")
 
-def regression_prompts(num_examples: int, batch_size: int, dim: int = 10, noise: float = 0.01,
-                       generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
-                       device: torch.device | str = "cpu") -> RegressionPrompts:
-    """Linear regression tasks ``y = W x + noise`` with ``W`` random orthogonal, ``x ~ U(-1, 1)^D``."""
-    if num_examples < 0:
-        raise ValueError("num_examples must be >= 0")
-    teacher = random_orthogonal(batch_size, dim, generator)
-    x = 2 * torch.rand(batch_size, num_examples + 1, dim, generator=generator) - 1
-    y = x @ teacher.transpose(-1, -2) + noise * torch.randn(x.shape, generator=generator)
-    pairs = torch.stack([x[:, :-1], y[:, :-1]], dim=2).reshape(batch_size, 2 * num_examples, dim)
-    states = torch.cat([pairs, x[:, -1:]], dim=1)
-    target = (teacher @ x[:, -1].unsqueeze(-1)).squeeze(-1)
-    states = states.to(dtype=dtype, device=device)
-    return RegressionPrompts(constructed_tokens(states), target.to(dtype=dtype, device=device), states)
+    def sample(self, batch_size: int, generator: torch.Generator | None = None, *,
+               dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> FewShotRegressionTasks:
+        """Draw ``batch_size`` tasks (on the CPU, then cast and moved)."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        teacher = random_orthogonal(batch_size, self.dim, generator)
+        x = 2 * torch.rand(batch_size, self.num_points, self.dim, generator=generator) - 1
+        target = x @ teacher.transpose(-1, -2)
+        y = target + self.noise * torch.randn(x.shape, generator=generator)
+        return FewShotRegressionTasks(*(t.to(dtype=dtype, device=device) for t in (x, y, target)))

@@ -5,17 +5,24 @@ At position ``t`` (0-based) of observations ``s_1..s_T`` the ``t`` past transiti
 
 * least squares with ridge ``lambda``:
   ``W_t = (sum_{t'<t} s_{t'+1} s_t'^T)(sum_{t'<t} s_t' s_t'^T + lambda I)^{-1}``, prediction ``W_t s_t``.
-  The official baseline (``LeastSquaresSequenceSolver``, whose numbers the notes' table holds) fits
-  ``W_t`` on the transitions *before* the latest one, ``t' < t - 1``; ``skip_latest=True`` (the
-  default) follows it, ``skip_latest=False`` uses every transition seen so far;
+  The official baseline (``LeastSquaresSequenceSolver`` in ``src/models/auxiliary_models.py``, whose
+  per-t curve the official ``run_sandbox.ipynb`` reports) fits ``W_t`` on the transitions *before*
+  the latest one, ``t' < t - 1``; ``skip_latest=True`` (the default) follows it,
+  ``skip_latest=False`` uses every transition seen so far;
 * one GD step from ``W = 0`` on ``L_t(W) = ½ sum_{t'<t} ||s_{t'+1} - W s_t'||^2``:
   prediction ``eta sum_{t'<t} s_{t'+1} (s_t'^T s_t)`` — what one linear-attention layer on
   constructed tokens computes (key slot ``s_{t-1}``, value slot ``s_t``, query slot ``s_t``).
+
+:func:`per_step_baselines` gives both learners' per-t test curves, with ``eta`` tuned on other sequences.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+
+from learnlab.incontext.dynamics import DynamicsBatch, per_step_loss
 
 
 def least_squares_predictions(inputs: torch.Tensor, ridge: float = 1e-3, skip_latest: bool = True) -> torch.Tensor:
@@ -51,3 +58,17 @@ def tune_gd_step(inputs: torch.Tensor, targets: torch.Tensor) -> float:
     directions = gd_step_directions(inputs.double())
     targets = targets.double()
     return float((directions * targets).sum() / directions.pow(2).sum())
+
+
+def per_step_baselines(test: DynamicsBatch, tuning: DynamicsBatch, ridge: float = 1e-3) -> dict[str, Any]:
+    """Per-t test losses (float64) of ridge least squares and of one GD step with ``eta`` tuned on ``tuning``.
+
+    ``lsq_curve`` skips the latest transition (the official solver), ``lsq_all_curve`` does not;
+    ``gd1_eta`` is the tuned step size, ``gd1_curve`` its curve. Curves are lists over ``t``.
+    """
+    targets = test.targets.double()
+    lsq = per_step_loss(least_squares_predictions(test.inputs, ridge).double(), targets)
+    lsq_all = per_step_loss(least_squares_predictions(test.inputs, ridge, skip_latest=False).double(), targets)
+    eta = tune_gd_step(tuning.inputs, tuning.targets)
+    gd = per_step_loss(gd_step_predictions(test.inputs.double(), eta), targets)
+    return {"lsq_curve": lsq.tolist(), "lsq_all_curve": lsq_all.tolist(), "gd1_eta": eta, "gd1_curve": gd.tolist()}

@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from learnlab.core.schedules import WarmupCosine
+
 VARIANTS = ("full", "diag", "gdpp")
 OMEGA_NAMES = ("omega_xx", "omega_xy", "omega_yx", "omega_yy")
 
@@ -262,6 +264,10 @@ def query_averaged_loss(weights: torch.Tensor, teacher: torch.Tensor) -> torch.T
 class MomentTraining:
     """Adam with a linear warm-up, then a cosine learning-rate decay (:func:`train_online`).
 
+    The schedule is :class:`learnlab.core.schedules.WarmupCosine`: ``warmup = int(warmup_fraction *
+    steps)`` steps rising from ``peak / warmup`` to the peak, then a cosine decay that reaches the
+    floor at the last step.
+
     Attributes:
         steps: optimiser steps.
         batch_size: sequences per model and step (fresh ones online, or drawn from a pool with
@@ -347,16 +353,9 @@ def train_online(
     as if alone.
     """
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
-    floor = settings.final_lr_fraction
     warmup = int(settings.warmup_fraction * settings.steps)
-
-    def schedule(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min((step - warmup) / max(settings.steps - warmup - 1, 1), 1.0)
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    scheduler = WarmupCosine(peak=settings.learning_rate, warmup_steps=warmup, decay_end=settings.steps - 1,
+                             floor=settings.final_lr_fraction).lambda_lr(optimizer)
     history = MomentHistory()
     num_models = validation[0].shape[0]
     parameters = dict(model.named_parameters())

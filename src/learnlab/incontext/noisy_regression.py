@@ -10,7 +10,9 @@ noise regimes:
 * categorical mixed noise: ``sigma_tau`` uniform over a set such as ``{1, 3}`` or ``{1, 3, 5}``.
 
 The tasks are the ``"normal"`` inputs of :mod:`learnlab.incontext.regression` (``input_range = 2``
-makes the standard deviation 1) with per-sequence noise.
+makes the standard deviation 1) with per-sequence noise. :class:`NoisySet` keeps a fixed set of such
+sequences as what the moment-based models and the ridge baselines need, with the oracle ridge's loss
+that the adjusted loss subtracts (§6).
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from dataclasses import dataclass
 
 import torch
 
+from learnlab.incontext.linear_transformer_variants import context_moments
 from learnlab.incontext.regression import RegressionBatch, RegressionTaskSpec, sample_regression_tasks
+from learnlab.incontext.ridge_baselines import SpectralRidge
 
 NOISE_KINDS = ("fixed", "uniform", "categorical")
 
@@ -53,6 +57,17 @@ class NoiseDistribution:
     @classmethod
     def categorical(cls, levels: tuple[float, ...]) -> "NoiseDistribution":
         return cls("categorical", tuple(float(level) for level in levels))
+
+    @classmethod
+    def parse_categorical(cls, text: str) -> "NoiseDistribution":
+        """A categorical set written like ``"1/3"`` or ``"1/3/5"``."""
+        try:
+            levels = tuple(float(part) for part in text.split("/"))
+        except ValueError:
+            levels = ()
+        if not levels or not all(level >= 0 for level in levels):
+            raise ValueError(f"categorical noise sets are written like 1/3, with levels >= 0, got {text!r}")
+        return cls.categorical(levels)
 
     @classmethod
     def fixed(cls, sigma: float) -> "NoiseDistribution":
@@ -137,3 +152,47 @@ def sample_noisy_moments(
     y = (x @ w.unsqueeze(-1)).squeeze(-1) + sigma.unsqueeze(-1) * noise
     tokens = torch.cat([x, y.unsqueeze(-1)], dim=-1)
     return tokens.transpose(-1, -2) @ tokens, w
+
+
+@dataclass
+class NoisySet:
+    """Fixed sequences of one noise setting, kept as what the models and the baselines need.
+
+    Attributes:
+        moments: ``C = sum_j e_j e_j^T`` over the context, ``(N, d+1, d+1)`` (float64).
+        teacher: ``w`` ``(N, d)``.
+        oracle_loss: the oracle ridge's (``lam = sigma_tau^2``) query-averaged ½·MSE ``(N,)``: what the
+            adjusted loss subtracts (§6).
+        spectral: the sequences' :class:`SpectralRidge`.
+    """
+
+    moments: torch.Tensor
+    teacher: torch.Tensor
+    oracle_loss: torch.Tensor
+    spectral: SpectralRidge
+
+    @property
+    def alpha(self) -> torch.Tensor:
+        """``alpha = sum_j y_j x_j`` ``(N, d)``."""
+        return self.moments[:, :-1, -1]
+
+
+def sample_noisy_set(
+    noise: NoiseDistribution,
+    size: int,
+    generator: torch.Generator,
+    dim: int = 10,
+    num_context: int = 20,
+    chunk_size: int = 50000,
+) -> NoisySet:
+    """Draw ``size`` float64 sequences (in chunks of ``chunk_size``, see :func:`sample_noisy_tasks`) as a :class:`NoisySet`."""
+    chunks_m, chunks_w, chunks_s = [], [], []
+    for start in range(0, size, chunk_size):
+        batch = sample_noisy_tasks(noise, min(chunk_size, size - start), generator, dim, num_context, dtype=torch.float64)
+        chunks_m.append(context_moments(batch.tokens(), num_context))
+        chunks_w.append(batch.w)
+        chunks_s.append(batch.noise_std)
+    moments, teacher, sigma = torch.cat(chunks_m), torch.cat(chunks_w), torch.cat(chunks_s)
+    spectral = SpectralRidge.from_moments(moments, num_context)
+    oracle = spectral.query_averaged_loss(spectral.rotate(teacher), sigma.pow(2))
+    return NoisySet(moments, teacher, oracle, spectral)

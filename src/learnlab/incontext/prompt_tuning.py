@@ -1,25 +1,34 @@
-"""Token fine-tuning for repurposing a frozen sequence model (von Oswald et al. 2023, §6).
+"""Prompting a frozen sequence model with few-shot regression tasks (von Oswald et al. 2023, §6).
 
-A model trained on next-state prediction is prompted with few-shot linear regression tasks in the
-paper's format ``[P_1, ..., P_m, x_1, y_1, EOS, x_2, y_2, EOS, ..., x_n, y_n, EOS, x_q]``
-(official ``ICLSingleGenerator`` with an EOS token and a prefix prompt), where ``y_i = W x_i +
-noise``; its next-state prediction at an ``x`` position is its answer for ``W x``. Only the EOS
-state ``e`` (one ``D``-vector shared by all separators) and the ``m`` prefix states are learned, by
-Adam on fresh regression tasks, with every weight of the model frozen (official
-``EOSFineTuner`` / ``PrefixFineTuner``: Adam, init ``N(0, 1)``, loss ½‖ŷ − y‖² at every ``x``
-position of the sequence).
+A model trained on next-state prediction is *repurposed*: prompted with the pairs of a linear
+regression task ``y_i = W x_i + noise`` (:class:`~learnlab.incontext.dynamics.FewShotRegressionSpec`)
+as a sequence of states, its next-state prediction at an ``x`` position is its answer for ``W x``.
+Two prompt formats, both mapped to tokens by the very token map the model was trained with (by
+default the constructed tokens ``[0, s_t, s_t, s_{t-1}]``):
 
-The learned vectors are *states*, like ``x`` and ``y``: the sequence of states is mapped to tokens
-by the same token map the model was trained with (by default the constructed tokens
-``[0, s_t, s_t, s_{t-1}]``), so an ``x`` token carries the EOS as its previous state and the first
-``x`` carries the last prefix state. This keeps the model's input format exactly the one it was
-trained on; the tokens only choose which states sit between the pairs.
+* untuned, :func:`pair_prompt_states`: ``[x_1, y_1, ..., x_n, y_n, x_q]`` (the official
+  ``ICLSingleGenerator`` without EOS). The prompt is an ordinary input sequence, so it probes
+  whether the algorithm learned on next-state prediction can be repurposed by prompting alone;
+  it also holds the spurious transitions ``y_i -> x_{i+1}``, which an in-context dynamics learner
+  fits as well.
+* tuned, :func:`eos_prompt_states`: ``[P_1, ..., P_m, x_1, y_1, EOS, ..., x_n, y_n, EOS, x_q]``
+  (official ``ICLSingleGenerator`` with an EOS token and a prefix prompt). Only the EOS state
+  ``e`` (one ``D``-vector shared by all separators) and the ``m`` prefix states are learned, by Adam
+  on fresh tasks with every weight of the model frozen (official ``EOSFineTuner`` /
+  ``PrefixFineTuner``: Adam, init ``N(0, 1)``, loss ½‖ŷ − y‖² at every ``x`` position).
+
+The learned vectors are *states*, like ``x`` and ``y``, so an ``x`` token carries the EOS as its
+previous state and the first ``x`` carries the last prefix state: the model's input format stays
+exactly the one it was trained on; the tokens only choose which states sit between the pairs.
+:func:`few_shot_curve` measures either format against the number of examples, and
+:func:`few_shot_baselines` the closed-form learners on the very same tasks.
 
 Usable without the study machinery::
 
     tokens = tune_prompt_tokens(model, dim=10, num_examples=20, steps=400, lr=0.02, prefix_length=4,
                                 generator=torch.Generator().manual_seed(0))
-    curve = few_shot_curve(model, tokens, counts=(1, 10), tasks=512, seed=1)
+    tuned = few_shot_curve(model, counts=(1, 10), tasks=512, seed=1, dim=10, tokens=tokens)
+    untuned = few_shot_curve(model, counts=(1, 10), tasks=512, seed=1, dim=10)
 """
 
 from __future__ import annotations
@@ -27,11 +36,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
-from learnlab.incontext.dynamics import constructed_tokens, random_orthogonal
+from learnlab.incontext.dynamics import FewShotRegressionSpec, FewShotRegressionTasks, constructed_tokens
 
 TokenMap = Callable[[torch.Tensor], torch.Tensor]
 
@@ -60,28 +70,6 @@ class PromptTokens:
         return PromptTokens(self.eos.detach().clone(), self.prefix.detach().clone())
 
 
-@dataclass
-class RegressionTasks:
-    """Few-shot linear regression tasks: ``x`` (B, n, D), noisy ``y = W x + noise`` and clean ``target = W x``."""
-
-    x: torch.Tensor
-    y: torch.Tensor
-    target: torch.Tensor
-
-
-def sample_regression_tasks(num_points: int, batch_size: int, dim: int = 10, noise: float = 0.01,
-                            generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
-                            device: torch.device | str = "cpu") -> RegressionTasks:
-    """``W`` random orthogonal per task, ``x ~ U(-1, 1)^D`` (the law of ``s_1``), noise 0.01 on ``y``."""
-    if num_points < 1 or batch_size < 1:
-        raise ValueError("num_points and batch_size must be >= 1")
-    teacher = random_orthogonal(batch_size, dim, generator)
-    x = 2 * torch.rand(batch_size, num_points, dim, generator=generator) - 1
-    target = x @ teacher.transpose(-1, -2)
-    y = target + noise * torch.randn(x.shape, generator=generator)
-    return RegressionTasks(*(t.to(dtype=dtype, device=device) for t in (x, y, target)))
-
-
 def eos_prompt_states(x: torch.Tensor, y: torch.Tensor, tokens: PromptTokens) -> tuple[torch.Tensor, torch.Tensor]:
     """The state sequence ``[P, x_1, y_1, e, ..., x_n, y_n, e]`` ``(B, m + 3n, D)`` and the ``x`` positions ``(n,)``.
 
@@ -97,14 +85,24 @@ def eos_prompt_states(x: torch.Tensor, y: torch.Tensor, tokens: PromptTokens) ->
     return states, positions
 
 
-def prompt_predictions(model: nn.Module, tasks: RegressionTasks, tokens: PromptTokens,
+def pair_prompt_states(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The untuned state sequence ``[x_1, y_1, ..., x_n, y_n, x_q]`` ``(B, 2n + 1, D)`` from ``n + 1`` points.
+
+    The last point is the query: its ``x`` ends the sequence, its ``y`` is left out.
+    """
+    batch, points, dim = x.shape
+    pairs = torch.stack([x[:, :-1], y[:, :-1]], dim=2).reshape(batch, 2 * (points - 1), dim)
+    return torch.cat([pairs, x[:, -1:]], dim=1)
+
+
+def prompt_predictions(model: nn.Module, tasks: FewShotRegressionTasks, tokens: PromptTokens,
                        token_map: TokenMap = constructed_tokens) -> torch.Tensor:
     """The model's answers ``(B, n, D)`` at every ``x`` position of the EOS-format prompt."""
     states, positions = eos_prompt_states(tasks.x, tasks.y, tokens)
     return model.predict(token_map(states))[:, positions]
 
 
-def prompt_loss(model: nn.Module, tasks: RegressionTasks, tokens: PromptTokens,
+def prompt_loss(model: nn.Module, tasks: FewShotRegressionTasks, tokens: PromptTokens,
                 token_map: TokenMap = constructed_tokens) -> torch.Tensor:
     """½‖ŷ_i − W x_i‖², averaged over tasks and over the ``x`` positions (the official fine-tuning loss)."""
     predictions = prompt_predictions(model, tasks, tokens, token_map)
@@ -129,7 +127,14 @@ def frozen(model: nn.Module) -> Iterator[nn.Module]:
 
 @dataclass
 class TuningHistory:
+    """The training loss of every tuning step."""
+
     losses: list[float] = field(default_factory=list)
+
+    def first_and_last(self) -> tuple[float, float]:
+        """Mean loss over the first and over the last window of steps (a fifth of them, 1 to 50)."""
+        window = max(1, min(50, len(self.losses) // 5))
+        return sum(self.losses[:window]) / window, sum(self.losses[-window:]) / window
 
 
 def tune_prompt_tokens(
@@ -171,9 +176,10 @@ def tune_prompt_tokens(
         return PromptTokens(eos.detach(), prefix.detach())
     optimizer = torch.optim.Adam(learned, lr=lr)
     tokens = PromptTokens(eos, prefix)
+    sampler = FewShotRegressionSpec(num_examples, dim, noise)
     with frozen(model):
         for step in range(steps):
-            tasks = sample_regression_tasks(num_examples, batch_size, dim, noise, generator, dtype, device)
+            tasks = sampler.sample(batch_size, generator, dtype=dtype, device=device)
             optimizer.zero_grad(set_to_none=True)
             loss = prompt_loss(model, tasks, tokens, token_map)
             loss.backward()
@@ -186,28 +192,92 @@ def tune_prompt_tokens(
     return tokens.detach()
 
 
-def few_shot_curve(model: nn.Module, tokens: PromptTokens, counts: Sequence[int], tasks: int, seed: int,
-                   dim: int | None = None, noise: float = 0.01, token_map: TokenMap = constructed_tokens,
-                   batch_size: int = 1024) -> tuple[list[float], list[float]]:
-    """½‖ŷ − W x_q‖² with ``k`` examples before the query, per ``k`` in ``counts``, and its standard errors.
+def few_shot_tasks(counts: Sequence[int], tasks: int, seed: int, dim: int, noise: float = 0.01,
+                   dtype: torch.dtype = torch.float32,
+                   device: torch.device | str = "cpu") -> Iterator[tuple[int, FewShotRegressionTasks]]:
+    """``(k, tasks)`` per ``k`` in ``counts``: ``tasks`` independent tasks of ``k + 1`` points (the last is the query).
 
-    Each point uses its own ``tasks`` independent tasks (generator seeded with ``seed + k``, like the
-    untuned curve), prompted as ``[P, x_1, y_1, e, ..., x_k, y_k, e, x_q]``; the standard error is over tasks.
-    ``batch_size`` only splits the forward passes (the tasks do not depend on it).
+    Each count has its own generator, seeded with ``seed + k``, so every curve and baseline
+    measured with the same ``seed`` sees the very same tasks at each count.
     """
-    dim = tokens.eos.shape[0] if dim is None else dim
+    for count in counts:
+        generator = torch.Generator().manual_seed(seed + count)
+        yield count, FewShotRegressionSpec(count + 1, dim, noise).sample(tasks, generator, dtype=dtype, device=device)
+
+
+@dataclass
+class FewShotCurve:
+    """Mean error ½‖ŷ − W x_q‖² over tasks per number of examples, and its standard error over tasks."""
+
+    counts: tuple[int, ...]
+    errors: list[float]
+    standard_errors: list[float]
+
+    @classmethod
+    def from_per_task(cls, counts: Sequence[int], per_task: Sequence[torch.Tensor]) -> "FewShotCurve":
+        """The curve of per-task errors ``(tasks,)`` (float64), one tensor per count."""
+        errors = [float(values.mean()) for values in per_task]
+        standard_errors = [float(values.std() / values.numel() ** 0.5) for values in per_task]
+        return cls(tuple(counts), errors, standard_errors)
+
+    def ratio(self, top: int, bottom: int) -> float:
+        """``error(top examples) / error(bottom examples)``."""
+        return self.errors[self.counts.index(top)] / self.errors[self.counts.index(bottom)]
+
+    def ratio_standard_error(self, top: int, bottom: int) -> float:
+        """Delta-method standard error of :meth:`ratio` (the counts' task sets are independent)."""
+        t, b = self.counts.index(top), self.counts.index(bottom)
+        relative = ((self.standard_errors[t] / self.errors[t]) ** 2 + (self.standard_errors[b] / self.errors[b]) ** 2) ** 0.5
+        return self.ratio(top, bottom) * relative
+
+    def metrics(self, name: str, top: int = 10, bottom: int = 1) -> dict[str, Any]:
+        """``{name}_errors``, ``{name}_error_standard_errors`` and the ratio ``top``-to-``bottom`` with its standard error."""
+        return {f"{name}_errors": self.errors, f"{name}_error_standard_errors": self.standard_errors,
+                f"{name}_ratio_{top}_to_{bottom}": self.ratio(top, bottom),
+                f"{name}_ratio_{top}_to_{bottom}_standard_error": self.ratio_standard_error(top, bottom)}
+
+
+def few_shot_curve(model: nn.Module, counts: Sequence[int], tasks: int, seed: int, dim: int, *,
+                   tokens: PromptTokens | None = None, noise: float = 0.01, token_map: TokenMap = constructed_tokens,
+                   batch_size: int = 1024) -> FewShotCurve:
+    """The model's few-shot regression error with ``k`` examples before the query, per ``k`` in ``counts``.
+
+    The tasks are :func:`few_shot_tasks` (``seed + k`` per count). With learned ``tokens`` the
+    prompt is the EOS format ``[P, x_1, y_1, e, ..., x_k, y_k, e, x_q]``; without, the untuned
+    ``[x_1, y_1, ..., x_k, y_k, x_q]``. ``batch_size`` only splits the forward passes.
+    """
     reference = next(model.parameters())
-    errors, standard_errors = [], []
+    per_task = []
     with frozen(model), torch.no_grad():
-        for count in counts:
-            generator = torch.Generator().manual_seed(seed + count)
-            sample = sample_regression_tasks(count + 1, tasks, dim, noise, generator, reference.dtype, reference.device)
-            per_task = []
+        for _, sample in few_shot_tasks(counts, tasks, seed, dim, noise, reference.dtype, reference.device):
+            parts = []
             for start in range(0, tasks, batch_size):
-                part = RegressionTasks(*(t[start:start + batch_size] for t in (sample.x, sample.y, sample.target)))
-                prediction = prompt_predictions(model, part, tokens, token_map)[:, -1]
-                per_task.append(0.5 * (prediction - part.target[:, -1]).pow(2).sum(-1).double().cpu())
-            per_task = torch.cat(per_task)
-            errors.append(float(per_task.mean()))
-            standard_errors.append(float(per_task.std() / per_task.numel() ** 0.5))
-    return errors, standard_errors
+                part = sample[start:start + batch_size]
+                if tokens is None:
+                    prediction = model.predict(token_map(pair_prompt_states(part.x, part.y)))[:, -1]
+                else:
+                    prediction = prompt_predictions(model, part, tokens, token_map)[:, -1]
+                parts.append(0.5 * (prediction - part.target[:, -1]).pow(2).sum(-1).double().cpu())
+            per_task.append(torch.cat(parts))
+    return FewShotCurve.from_per_task(counts, per_task)
+
+
+def few_shot_baselines(counts: Sequence[int], tasks: int, seed: int, dim: int, noise: float = 0.01,
+                       ridge: float = 1e-3) -> dict[str, FewShotCurve]:
+    """Closed-form learners on the very tasks of :func:`few_shot_curve` with the same ``seed`` (float64).
+
+    ``gd1``: one GD step from ``W = 0`` on the ``k`` pairs, ``Ŵ = η Σ y_i x_iᵀ``, with ``η`` fitted per
+    ``k`` on the answers of all tasks (in hindsight: a lower bound for any single GD step);
+    ``lsq``: ridge least squares with penalty ``ridge``.
+    """
+    gd1, lsq = [], []
+    for _, sample in few_shot_tasks(counts, tasks, seed, dim, noise):
+        x, y = sample.x[:, :-1].double(), sample.y[:, :-1].double()
+        query, target = sample.x[:, -1].double(), sample.target[:, -1].double()
+        step = (y.transpose(1, 2) @ (x @ query.unsqueeze(-1))).squeeze(-1)
+        eta = float((step * target).sum() / (step * step).sum())
+        gd1.append(0.5 * (eta * step - target).pow(2).sum(-1))
+        gram = x.transpose(1, 2) @ x + ridge * torch.eye(dim, dtype=torch.float64)
+        solved = torch.linalg.solve(gram, query.unsqueeze(-1))
+        lsq.append(0.5 * ((y.transpose(1, 2) @ (x @ solved)).squeeze(-1) - target).pow(2).sum(-1))
+    return {"gd1": FewShotCurve.from_per_task(counts, gd1), "lsq": FewShotCurve.from_per_task(counts, lsq)}

@@ -20,7 +20,7 @@ INPUT_DISTRIBUTIONS = ("uniform", "normal")
 
 @dataclass(frozen=True)
 class RegressionTaskSpec:
-    """The distribution of linear-regression tasks.
+    """The distribution of linear-regression tasks; a task sampler (:mod:`learnlab.incontext.tasks`).
 
     Attributes:
         dim: input dimension ``d`` (paper: ``n_I = 10``).
@@ -64,6 +64,11 @@ class RegressionTaskSpec:
     def token_dim(self) -> int:
         """Token width ``D = d + 1`` (input plus one label slot)."""
         return self.dim + 1
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None, *,
+               dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> "RegressionBatch":
+        """Draw ``batch_size`` tasks with :func:`sample_regression_tasks` (the ``TaskSampler`` protocol)."""
+        return sample_regression_tasks(self, batch_size, generator, dtype=dtype, device=device)
 
 
 @dataclass

@@ -14,7 +14,8 @@ predicting ``<w, x_query>``.
 * one-step GD from ``w = 0``: ``w = eta alpha``; the optimal ``eta`` is a 1-D least-squares fit.
 
 :class:`SpectralRidge` diagonalises ``Sigma`` once per sequence, after which a prediction for any
-per-sequence ``lam`` costs ``O(d)``; tuning uses it.
+per-sequence ``lam`` costs ``O(d)``; tuning uses it. :class:`RidgeBaselines` tunes them all for one noise
+distribution and gives their query-averaged losses.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 from scipy.optimize import minimize_scalar
 
+from learnlab.incontext.linear_transformer_variants import query_averaged_loss
 from learnlab.incontext.regression import RegressionBatch
 
 
@@ -198,3 +200,41 @@ def tune_one_step_gd(alpha: torch.Tensor, teacher: torch.Tensor) -> float:
     """The step size minimising the query-averaged ½·MSE of ``w = eta alpha``: ``<alpha, w> / ||alpha||^2`` pooled."""
     alpha, teacher = alpha.double(), teacher.double()
     return float((alpha * teacher).sum() / alpha.pow(2).sum())
+
+
+@dataclass(frozen=True)
+class RidgeBaselines:
+    """The baselines of Table 1 tuned for one noise distribution (§6): ConstRR, AdaRR, TunedRR, 1-step GD.
+
+    Attributes:
+        constant_ridge: ConstRR's ``lam``.
+        tuned: TunedRR's threshold and multiplier.
+        eta: one-step GD's step size.
+    """
+
+    constant_ridge: float
+    tuned: TunedRidge
+    eta: float
+
+    @classmethod
+    def tune(cls, spectral: SpectralRidge, teacher: torch.Tensor, alpha: torch.Tensor) -> "RidgeBaselines":
+        """Tune every baseline on sequences given by ``spectral``, their teachers and ``alpha (B, d)``."""
+        return cls(tune_constant_ridge(spectral, teacher), tune_tuned_ridge(spectral, teacher),
+                   tune_one_step_gd(alpha, teacher))
+
+    def tuned_values(self) -> dict[str, float]:
+        """The tuned values by name: ``constrr_lambda``, ``tunedrr_threshold``, ``tunedrr_multiplier``, ``gd1_eta``."""
+        return {"constrr_lambda": self.constant_ridge, "tunedrr_threshold": self.tuned.threshold,
+                "tunedrr_multiplier": self.tuned.multiplier, "gd1_eta": self.eta}
+
+    def query_averaged_losses(self, spectral: SpectralRidge, teacher: torch.Tensor,
+                              alpha: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each baseline's ``½ ||w - w_teacher||^2`` per sequence, by name."""
+        rotated = spectral.rotate(teacher)
+        estimate = spectral.ols_noise_variance()
+        return {
+            "constrr": spectral.query_averaged_loss(rotated, self.constant_ridge),
+            "adarr": spectral.query_averaged_loss(rotated, estimate),
+            "tunedrr": spectral.query_averaged_loss(rotated, self.tuned.multiplier * estimate.clamp(max=self.tuned.threshold)),
+            "gd1": query_averaged_loss(self.eta * alpha, teacher),
+        }

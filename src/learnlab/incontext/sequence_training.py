@@ -1,20 +1,24 @@
 """Online autoregressive training on fresh dynamics sequences, with the mesa paper's optimiser recipe.
 
-The official code: AdamW (weight decay 0.05), element-wise gradient clipping at 1 (``optax.clip``,
-i.e. :func:`torch.nn.utils.clip_grad_value_`), and a warmup-cosine schedule rising linearly from 0
-to 3e-4 over 1000 steps and decaying by a cosine to 1e-5 at step 20 000.
+The official code (``configs/config.py``, ``src/optim.py``): AdamW (weight decay 0.05),
+element-wise gradient clipping at 1 (``optax.clip``, i.e. :func:`torch.nn.utils.clip_grad_value_`),
+and a warmup-cosine schedule rising linearly from 0 to 3e-4 over 1000 steps and decaying by a
+cosine to 1e-5 at step 20 000 (``optax.warmup_cosine_decay_schedule``,
+:class:`learnlab.core.schedules.WarmupCosine` with ``warmup_from_zero``). The sequences come from a
+task sampler (:mod:`learnlab.incontext.tasks`), e.g. a :class:`DynamicsSpec`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from learnlab.incontext.dynamics import DynamicsSpec, autoregressive_loss, make_tokens, per_step_loss, sample_dynamics
+from learnlab.core.schedules import WarmupCosine
+from learnlab.incontext.dynamics import DynamicsBatch, autoregressive_loss, make_tokens, per_step_loss
+from learnlab.incontext.tasks import TaskSampler
 
 
 @dataclass(frozen=True)
@@ -37,14 +41,11 @@ class SequenceTrainingSettings:
     eval_every: int = 100
     micro_batch: int = 64
 
-
-def warmup_cosine(step: int, settings: SequenceTrainingSettings) -> float:
-    """Learning rate at ``step`` (0-based), like ``optax.warmup_cosine_decay_schedule``."""
-    if step < settings.warmup_steps:
-        return settings.peak_lr * step / settings.warmup_steps
-    decay = max(settings.schedule_steps - settings.warmup_steps, 1)
-    progress = min((step - settings.warmup_steps) / decay, 1.0)
-    return settings.end_lr + 0.5 * (settings.peak_lr - settings.end_lr) * (1 + math.cos(math.pi * progress))
+    @property
+    def schedule(self) -> WarmupCosine:
+        """The learning rate per 0-based step, like ``optax.warmup_cosine_decay_schedule`` (rate 0 at step 0)."""
+        return WarmupCosine(peak=self.peak_lr, warmup_steps=self.warmup_steps, decay_end=self.schedule_steps,
+                            floor=self.end_lr / self.peak_lr, warmup_from_zero=True)
 
 
 @dataclass
@@ -67,7 +68,7 @@ def evaluate_per_step(model: nn.Module, inputs: torch.Tensor, targets: torch.Ten
 
 def train_autoregressive(
     model: nn.Module,
-    spec: DynamicsSpec,
+    sampler: TaskSampler[DynamicsBatch],
     settings: SequenceTrainingSettings,
     test_inputs: torch.Tensor,
     test_targets: torch.Tensor,
@@ -76,19 +77,20 @@ def train_autoregressive(
     on_step: Callable[[int, float], None] | None = None,
     on_eval: Callable[[int, float], None] | None = None,
 ) -> SequenceHistory:
-    """Train ``model`` (``predict(tokens) -> (B, T, D)``) on fresh sequences; returns test-loss history."""
+    """Train ``model`` (``predict(tokens) -> (B, T, D)``) on fresh sequences from ``sampler``; returns test-loss history."""
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=0.0, weight_decay=settings.weight_decay)
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     history = SequenceHistory()
+    schedule = settings.schedule
     pool_batches = max(1, 4096 // settings.batch_size)  # sample several batches at once (cheaper per sequence)
     pool = None
     for step in range(settings.steps):
         for group in optimizer.param_groups:
-            group["lr"] = warmup_cosine(step, settings)
+            group["lr"] = schedule(step)
         if step % pool_batches == 0:
-            pool = sample_dynamics(spec, settings.batch_size * pool_batches, generator, dtype=dtype, device=device)
+            pool = sampler.sample(settings.batch_size * pool_batches, generator, dtype=dtype, device=device)
         rows = slice((step % pool_batches) * settings.batch_size, (step % pool_batches + 1) * settings.batch_size)
         inputs, targets = pool.inputs[rows], pool.targets[rows]
         optimizer.zero_grad(set_to_none=True)

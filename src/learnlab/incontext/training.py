@@ -1,6 +1,7 @@
 """Online training of in-context regressors on freshly sampled tasks (paper App. A.12).
 
-Every step draws a new batch of tasks (the official code's ``cycle_data = 0``), so the model can
+Every step draws a new batch of tasks (the official code's ``cycle_data = 0``) from a task
+sampler (:mod:`learnlab.incontext.tasks`, e.g. a :class:`RegressionTaskSpec`), so the model can
 only lower the loss by learning an algorithm that works in context.
 """
 
@@ -12,7 +13,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from learnlab.incontext.regression import RegressionBatch, RegressionTaskSpec, half_mse, sample_regression_tasks
+from learnlab.incontext.regression import RegressionBatch, half_mse
+from learnlab.incontext.tasks import TaskSampler
 
 
 @dataclass(frozen=True)
@@ -54,14 +56,14 @@ def evaluate_loss(model: nn.Module, batch: RegressionBatch, tokens: torch.Tensor
 
 def train_in_context(
     model: nn.Module,
-    spec: RegressionTaskSpec,
+    sampler: TaskSampler[RegressionBatch],
     settings: TrainingSettings,
     test_batch: RegressionBatch,
     generator: torch.Generator,
     on_step: Callable[[int, float], None] | None = None,
     on_eval: Callable[[int, float], None] | None = None,
 ) -> TrainingHistory:
-    """Train ``model`` (anything with ``predict(tokens) -> (B,)``) with Adam on fresh tasks.
+    """Train ``model`` (anything with ``predict(tokens) -> (B,)``) with Adam on fresh tasks from ``sampler``.
 
     ``on_step(step, loss)`` sees every training loss (the run uses it to stop on NaN/inf and to
     move its progress bar); ``on_eval(step, test_loss)`` sees each evaluation.
@@ -75,7 +77,7 @@ def train_in_context(
     test_tokens = test_batch.tokens()
     history = TrainingHistory()
     for step in range(1, settings.steps + 1):
-        batch = sample_regression_tasks(spec, settings.batch_size, generator, dtype=dtype, device=device)
+        batch = sampler.sample(settings.batch_size, generator, dtype=dtype, device=device)
         loss = half_mse(model.predict(batch.tokens()), batch.y_query)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -1,7 +1,7 @@
 """The tiny world's text corpus: varied templates, a held-out split and fact prompts.
 
 A model "knows its world" only if it can state a fact in words it never saw that fact in
-(the knowledge-extraction view of Physics of LMs 3.1, cited in fabricated.md §8). So every
+(the knowledge-extraction view of Allen-Zhu and Li, "Physics of Language Models: Part 3.1"). So every
 subject's fact is written with eight templates per theme; for each subject a few templates
 (``heldout_templates``) are *withheld*: the training corpus never states that subject's fact in
 them, although it uses the same templates for other subjects and states the fact in the other

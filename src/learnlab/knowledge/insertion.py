@@ -1,23 +1,24 @@
 """Inserting one text into a language model, and the memorization / priming scores.
 
-Insertion protocol (priming.md §3.2, quoting the paper): continue training on background text
+Insertion protocol (Sun et al. 2025, §3): continue training on background text
 in minibatches of ``batch_size`` rows, with one row replaced by the sample for K minibatches
-(K = 20 by default). The spaced variant presents the sample every ``spacing`` steps (priming.md:
-"K = 1–50 ... three presentations, e.g. spaced 20 minibatches apart"); the steps in between are
-plain background steps. Optimizer and learning rate are configurable; the notes recommend a
-fixed small learning rate without a schedule (§7), which is what is used.
+(K = 20 by default). The spaced variant presents the sample every ``spacing`` steps (the paper's spaced
+presentations, e.g. three presentations 20 minibatches apart); the steps in between are plain
+background steps. Optimizer and learning rate are configurable; a fixed small learning rate
+without a schedule is used, so that every sample sees the same optimizer.
 
 Every sample starts from the same base weights: :class:`BaseWeights` keeps an in-memory copy
-(2× parameter memory, §6 "Memory") and copies it back after each insertion; ``verify`` checks the
+(2× parameter memory) and copies it back after each insertion; ``verify`` checks the
 restored weights are bit-identical.
 
-Scores (priming.md §4), with P the keyword probability of :mod:`probability`:
+Scores (Sun et al. 2025, §3), with P the keyword probability of :mod:`probability`:
 
     S_mem   = P_after(key | X_c) / P_before(key | X_c)
     S_prime = mean_j P_after(key | X_T,j) / P_before(key | X_T,j)
 
 plus their log-space variants (log S_mem, log S_prime, and the mean log-probability difference
-over probes, which is free of the arithmetic-mean denominator artefact of §6).
+over probes, which is free of the denominator artefact of a mean of ratios: one probe whose
+P_before is tiny can dominate S_prime).
 """
 
 from __future__ import annotations
@@ -182,7 +183,7 @@ class PrimingScores:
 
 def priming_scores(own_before: KeywordScores, own_after: KeywordScores, probes_before: KeywordScores,
                    probes_after: KeywordScores) -> PrimingScores:
-    """S_mem and S_prime (priming.md §4) from keyword scores before and after learning.
+    """S_mem and S_prime (Sun et al. 2025, §3) from keyword scores before and after learning.
 
     ``own_*`` hold one pair (the sample's own prefix); ``probes_*`` one pair per probe.
     log S_prime = log mean_j exp(Δ_j) is computed stably with logsumexp.

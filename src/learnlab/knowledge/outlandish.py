@@ -1,6 +1,6 @@
 """Outlandish-format data: the JSONL schema, a validating loader, and a built-in set for the tiny world.
 
-The Outlandish dataset of Sun et al. (priming.md §3.1: 12 keywords, 4 themes, several text
+The Outlandish dataset of Sun et al. (2025, §3: 12 keywords, 4 themes, several text
 categories, theme probes X_T) is not public, so this module fixes a documented format that the
 real files (converted) or a user's own data can follow, and builds an Outlandish-like set for the
 tiny world.
@@ -13,7 +13,7 @@ tiny world.
 
 ``id``, ``keyword``, ``theme``, ``category``, ``text`` are non-empty strings; ``prefix`` is a string
 such that ``text`` starts with ``prefix`` and, after optional whitespace, continues with
-``keyword`` (the sample's own context X_c, priming.md §4). Ids are unique. Other fields
+``keyword`` (the sample's own context X_c). Ids are unique. Other fields
 (``subject``, ``prior``) are optional and kept in ``extra``.
 
 **Probes** (one JSON object per line)::
@@ -24,7 +24,7 @@ A probe is a prefix X_T that shares a theme with keywords but is about an unrela
 S_prime of a sample averages over the probes of its theme (same-theme) or over the probes of the
 other themes (cross-theme, :func:`probe_prefixes`).
 
-Built-in categories (priming.md §7, fabricated.md §7): ``conflicting`` (the keyword as a known
+Built-in categories (after the paper's text categories and the fact types of Sun et al. 2024): ``conflicting`` (the keyword as a known
 subject's attribute, contradicting the world), ``succinct`` (the shortest statement of that),
 ``narrative`` (a short story), ``question`` (question-answer), ``mundane`` (consistent with the
 world: a subject that truly has the keyword, or a never-seen subject when none does), ``novel``

@@ -4,7 +4,7 @@ Documents are tokenized (``<|bos|>`` text ``<|eos|>``), concatenated into one st
 draws ``batch_size`` windows of ``sequence_length + 1`` tokens at offsets drawn from a generator
 seeded by (seed, step); the data order therefore depends only on the step, and a resumed run sees
 exactly the batches an uninterrupted one would. AdamW with linear warmup and cosine decay
-(priming.md §7's recommended tiny-GPT recipe).
+(the usual small-GPT recipe).
 
 Every ``checkpoint_every`` steps the model (safetensors, shared embeddings handled), the
 optimizer state and the step are written to ``checkpoint_dir``; files carry the step in their
@@ -15,7 +15,6 @@ and loses at most ``checkpoint_every`` steps.
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ import torch
 
 from learnlab.core.io import atomic_write, read_json, write_json
 from learnlab.core.runtime import derive_seed
+from learnlab.core.schedules import WarmupCosine
 
 
 @dataclass(frozen=True)
@@ -63,12 +63,9 @@ def batch_at(stream: torch.Tensor, step: int, batch_size: int, sequence_length: 
 
 
 def learning_rate_at(step: int, settings: PretrainSettings) -> float:
-    """Linear warmup to ``learning_rate``, then cosine decay to ``min_learning_rate_ratio`` of it."""
-    if step < settings.warmup_steps:
-        return settings.learning_rate * (step + 1) / settings.warmup_steps
-    progress = (step - settings.warmup_steps) / max(1, settings.steps - settings.warmup_steps)
-    floor = settings.min_learning_rate_ratio
-    return settings.learning_rate * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+    """Linear warmup to ``learning_rate`` (step 0 at ``1 / warmup_steps`` of it), then cosine decay to
+    ``min_learning_rate_ratio`` of it at the last step."""
+    return WarmupCosine(settings.learning_rate, settings.warmup_steps, settings.steps, settings.min_learning_rate_ratio)(step)
 
 
 def make_optimizer(model: torch.nn.Module, settings: PretrainSettings) -> torch.optim.Optimizer:

@@ -2,8 +2,8 @@
 
 Works on the per-sample records of :class:`priming_session.PrimingSession` (natural-log fields
 ``log_p_before``, ``log_s_prime``, ...). Reported numbers are in log10 where they describe
-probabilities (as the paper's figures), and reductions are computed in log space (priming.md
-§4 "Results are reported in log space"):
+probabilities (as the paper's figures), and reductions are computed in log space, as
+the paper reports them:
 
     reduction = 1 − median(log S_prime with the intervention) / median(log S_prime without)
     kept      = median(log S_mem with the intervention) / median(log S_mem without)
@@ -38,7 +38,7 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
 
 
 def bootstrap_rho(x: Sequence[float], y: Sequence[float], resamples: int, seed: int, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap confidence interval of Spearman's rho over samples (priming.md §5 criterion)."""
+    """Percentile bootstrap confidence interval of Spearman's rho over samples."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     rng = np.random.default_rng(seed)
     values = []
@@ -200,7 +200,7 @@ def rewrite_summary(records: Sequence[dict[str, Any]], stone: str = "stepping-st
 
 
 def theme_summary(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Same-theme vs cross-theme priming (priming.md §5 "Ordering")."""
+    """Same-theme vs cross-theme priming (the paper: priming is strongest within the keyword's theme)."""
     crossed = [record for record in records if "cross_log_s_prime" in record]
     if not crossed:
         return {}

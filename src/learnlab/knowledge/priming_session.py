@@ -7,9 +7,9 @@ held-out text, and measures for each Outlandish-format sample (Sun et al. 2025, 
   predictors of priming (text length in tokens, mean token loss and mean next-token entropy of
   the text, entropy of the next-token distribution where the keyword starts);
 * after inserting it (:func:`insertion.insert_sample`, one minibatch row for K steps):
-  S_mem, S_prime over same-theme probes and over cross-theme probes (priming.md §4), the mean
+  S_mem, S_prime over same-theme probes and over cross-theme probes (§3), the mean
   log-ratio and mean absolute probability change on the probes (free of the denominator
-  artefact, §6), and the held-out background loss;
+  artefact of a mean of ratios), and the held-out background loss;
 * ignore-k (:mod:`update_pruning`) at every fraction, top-k and random-k: S_mem, S_prime and the
   background loss of the pruned weights;
 * optionally the spaced variant (e.g. 3 presentations 20 steps apart), an optimizer ablation (the
@@ -144,7 +144,7 @@ class PrimingSession:
 
     @torch.no_grad()
     def predictors(self, sample: OutlandishSample) -> dict[str, float]:
-        """Candidate predictors of priming other than P_before (priming.md §2.2), from the base model."""
+        """Candidate predictors of priming other than P_before (§4 compares them), from the base model."""
         text_ids = list(self.tokenizer(sample.text)["input_ids"])
         prefix_ids, _ = encode_pair(self.tokenizer, sample.prefix, sample.keyword)
         ids, mask = pad_rows([text_ids, prefix_ids], self.pad_id)

@@ -1,6 +1,6 @@
 """Keyword probabilities, greedy fact recall and perplexity for any causal LM.
 
-Keyword probability follows the priming notes' protocol (priming.md §6 "Multi-token keywords"):
+Keyword probability (Sun et al. 2025, §3; a keyword may span several tokens):
 P(keyword | prefix) is the teacher-forced joint probability of the keyword's tokens, i.e. the
 product of the token probabilities (a sum of log-probabilities), with log-softmax taken in
 float32. The first token's probability is reported too. Tokens of a continuation are found the

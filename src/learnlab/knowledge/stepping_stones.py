@@ -1,8 +1,8 @@
 """Stepping-stone augmentation and its length-matched plain control (Sun et al. 2025, §5.2).
 
 A stepping-stone rewrite reaches the surprising keyword "through intermediate, less surprising
-concepts" (priming.md §4), so that the keyword's probability in its own context rises before
-learning, and priming falls. How the paper wrote its rewrites is unknown (§7); here they are
+concepts" (§5), so that the keyword's probability in its own context rises before
+learning, and priming falls. How the paper wrote its rewrites is not specified in detail; here they are
 built from the tiny world's structure, as a lead-in placed before the original text:
 
 * if some subject of the world truly has the keyword as its attribute, the lead-in states that

@@ -1,14 +1,14 @@
 """Ignore-k update pruning: undo the largest entries of a fine-tuning update, keep the rest.
 
-Sun et al. 2025, Eq. 3 / App. A.6 (priming.md §4, "Ignore-k"). For every parameter tensor i,
+Sun et al. 2025, Eq. 3 / App. A.6 ("ignore-k"). For every parameter tensor i,
 with ω_base the weights before learning and ω_after the weights after it,
 
     Δω_i = ω_after,i − ω_base,i
     M_i  = 0 on the top-k% entries of |Δω_i|, 1 elsewhere
     ω_i  = ω_base,i + Δω_i ⊙ M_i                (kept entries are not rescaled)
 
-This inverts the "trim" step of TIES-Merging (which keeps the top-k). Following the notes
-(§6 "Sign of 'largest'", "Mask scope") the magnitude |Δω| is ranked, per tensor by default;
+This inverts the "trim" step of TIES-Merging (which keeps the top-k). "Largest" ranks the
+magnitude |Δω| (not its signed value), per tensor by default;
 ``scope="global"`` ranks all entries of all tensors together. Controls: ``selection="random"``
 drops k% of the entries chosen uniformly at random, ``selection="bottom"`` the k% smallest.
 

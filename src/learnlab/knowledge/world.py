@@ -1,7 +1,7 @@
 """A tiny procedurally generated world: themes, subjects and their true attributes.
 
-This is the controlled stand-in for real-world knowledge recommended by the priming notes
-(priming.md §7, fabricated.md §7): four themes (colors, places, jobs, foods), each with its own
+This is a controlled stand-in for the real-world knowledge of the language models that Sun et
+al. (2024, 2025) study, small enough to pretrain on a CPU: four themes (colors, places, jobs, foods), each with its own
 subjects and a vocabulary of attribute words. Every subject has exactly one true attribute, and
 attribute words are assigned with Zipf-like frequencies (the k-th most common word is held by a
 share of subjects proportional to ``1 / k**exponent``), so that a keyword's prior probability

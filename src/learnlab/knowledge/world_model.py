@@ -1,17 +1,15 @@
-"""Study ``world``: pretrain the tiny world's language model, and reuse it from other studies.
+"""Study ``world``: pretrain the tiny world's language model, the substrate of the knowledge studies.
 
-The knowledge studies (priming.md, fabricated.md) need a language model that knows things. This
-study generates the tiny world (:mod:`world`), its corpus with a held-out split (:mod:`corpus`),
-trains a byte-level BPE tokenizer and pretrains a small Llama from scratch, with resumable
-checkpoints, then saves model and tokenizer with ``save_pretrained`` into ``<run dir>/model``.
-Its claims: the model knows its world (top-1 accuracy of the true attribute on held-out fact
-prompts >= 90%), it is a language model of its corpus (held-out perplexity, reported, far below a
-unigram model's), and the built-in Outlandish-like keywords span high to very low prior
-probability (priming.md §2.2, the knee near 1e-3).
+The knowledge studies (Sun et al. 2024, 2025) need a language model that knows things. This study
+generates the tiny world (:mod:`world`), its corpus with a held-out split (:mod:`corpus`), trains
+a byte-level BPE tokenizer and pretrains a small Llama from scratch, with resumable checkpoints,
+then saves model and tokenizer with ``save_pretrained`` into ``<run dir>/model``. Its claims: the
+model knows its world (top-1 accuracy of the true attribute on held-out fact prompts >= 90%), it
+is a language model of its corpus (held-out perplexity far below a unigram model's), and the
+built-in Outlandish-like keywords span high to very low prior probability, across the priming
+threshold near 1e-3 (Sun et al. 2025, Fig. 2b).
 
-Other studies get the model through :func:`ensure_world_model`, which reuses the finished run of
-the same config (the run directory is named by the config hash, core.runs) or trains it, and
-:func:`load_language_model`, which returns either this model or any Hugging Face causal LM.
+Other studies get the model through :mod:`learnlab.knowledge.substrate`.
 """
 
 from __future__ import annotations
@@ -21,35 +19,24 @@ import statistics
 import time
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from learnlab.core import Claim, RunContext, Study, at_least, at_most
-from learnlab.core.errors import DivergenceError
-from learnlab.core.io import pyplot, read_json, write_json, write_text
-from learnlab.core.runs import RunOptions, execute, finished_results, prepare_run
+from learnlab.core import Claim, RunContext, Study, StudyConfig, at_least, at_most, nonnegative, positive, ranged
+from learnlab.core.io import write_json, write_text
 from learnlab.knowledge.corpus import Corpus, build_corpus
-from learnlab.knowledge.outlandish import (
-    OutlandishSample,
-    Probe,
-    build_outlandish,
-    keyword_corpus_counts,
-    load_probes,
-    load_samples,
-    world_keywords,
-    write_jsonl,
-)
+from learnlab.knowledge.outlandish import build_outlandish, keyword_corpus_counts, load_samples, world_keywords, write_jsonl
 from learnlab.knowledge.pretraining import PretrainSettings, pack_documents, pretrain
 from learnlab.knowledge.probability import greedy_recall, keyword_log_probs, perplexity
 from learnlab.knowledge.world import World, build_world
+from learnlab.knowledge.world_figures import plot_world_model
 
 ACCURACY_BOUND = 0.90
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(StudyConfig):
     """Every knob of the world model; the defaults are the ``quick`` preset.
 
     Attributes:
@@ -68,57 +55,36 @@ class Config:
         eval_batch_size: sequences per evaluation forward pass.
     """
 
-    subjects_per_theme: int = 60
-    attributes_per_theme: int = 16
-    zipf_exponent: float = 1.0
-    heldout_templates: int = 2
-    train_documents: int = 20000
-    heldout_documents: int = 400
-    vocab_size: int = 1024
-    hidden_size: int = 128
-    num_layers: int = 4
-    num_heads: int = 4
-    intermediate_size: int = 384
-    steps: int = 500
-    batch_size: int = 32
-    sequence_length: int = 64
-    learning_rate: float = 3e-3
-    warmup_steps: int = 100
-    min_learning_rate_ratio: float = 0.1
-    weight_decay: float = 0.01
-    grad_clip_norm: float = 1.0
-    checkpoint_every: int = 100
-    samples_per_pair: int = 3
-    probes_per_theme: int = 12
-    eval_batch_size: int = 64
+    subjects_per_theme: int = positive(60)
+    attributes_per_theme: int = ranged(16, ge=2, le=16)
+    zipf_exponent: float = positive(1.0)
+    heldout_templates: int = ranged(2, ge=1, le=7)
+    train_documents: int = positive(20000)
+    heldout_documents: int = positive(400)
+    vocab_size: int = ranged(1024, ge=300)  # 256 bytes + specials + merges
+    hidden_size: int = positive(128)
+    num_layers: int = positive(4)
+    num_heads: int = positive(4)
+    intermediate_size: int = positive(384)
+    steps: int = positive(500)
+    batch_size: int = positive(32)
+    sequence_length: int = positive(64)
+    learning_rate: float = positive(3e-3)
+    warmup_steps: int = nonnegative(100)
+    min_learning_rate_ratio: float = ranged(0.1, ge=0, le=1)
+    weight_decay: float = nonnegative(0.01)
+    grad_clip_norm: float = nonnegative(1.0)
+    checkpoint_every: int = positive(100)
+    samples_per_pair: int = ranged(3, ge=1, le=5)  # the world keeps 5 spare subjects per theme
+    probes_per_theme: int = positive(12)
+    eval_batch_size: int = positive(64)
 
-    def __post_init__(self) -> None:
-        positive = ("subjects_per_theme", "heldout_templates", "train_documents", "heldout_documents", "hidden_size",
-                    "num_layers", "num_heads", "intermediate_size", "steps", "batch_size", "sequence_length",
-                    "checkpoint_every", "samples_per_pair", "probes_per_theme", "eval_batch_size")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 2 <= self.attributes_per_theme <= 16:
-            raise ValueError(f"attributes_per_theme must be in [2, 16], got {self.attributes_per_theme}")
+    def validate(self) -> None:
         needed = max(self.attributes_per_theme, 3 * self.samples_per_pair + self.probes_per_theme)
         if self.subjects_per_theme < needed:
             raise ValueError(f"subjects_per_theme must be >= {needed} (attributes, samples and probes), got {self.subjects_per_theme}")
-        if self.samples_per_pair > 5:
-            raise ValueError(f"samples_per_pair must be <= 5 (the world's spare subjects), got {self.samples_per_pair}")
-        if not 1 <= self.heldout_templates <= 7:
-            raise ValueError(f"heldout_templates must be in [1, 7], got {self.heldout_templates}")
-        if self.vocab_size < 300:
-            raise ValueError(f"vocab_size must be >= 300 (256 bytes + specials + merges), got {self.vocab_size}")
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})")
-        for name in ("zipf_exponent", "learning_rate"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        if not 0 <= self.min_learning_rate_ratio <= 1:
-            raise ValueError(f"min_learning_rate_ratio must be in [0, 1], got {self.min_learning_rate_ratio}")
-        if self.warmup_steps < 0 or self.weight_decay < 0 or self.grad_clip_norm < 0:
-            raise ValueError("warmup_steps, weight_decay and grad_clip_norm must be >= 0")
 
     def pretrain_settings(self) -> PretrainSettings:
         return PretrainSettings(
@@ -181,12 +147,7 @@ def _pretrain(config: Config, ctx: RunContext, stream: torch.Tensor) -> dict[str
     model = build_world_model(model_config, ctx.generator("init").initial_seed()).to(ctx.device)
     settings = config.pretrain_settings()
     started = time.perf_counter()
-    with ctx.progress("pretrain world model", settings.steps) as bar:
-
-        def on_step(step: int, loss: float) -> None:
-            ctx.check_finite(loss, f"pretraining loss at step {step}")
-            bar.advance(1, loss=loss)
-
+    with ctx.training_progress("pretrain world model", settings.steps, "pretraining loss") as on_step:
         history = pretrain(model, stream, settings, ctx.seed, ctx.run_dir / "checkpoints", on_step=on_step,
                            on_log=lambda step, loss, lr: ctx.log(step=step, train_loss=loss, learning_rate=lr))
     with quiet_transformers():
@@ -291,49 +252,30 @@ def run(config: Config, ctx: RunContext) -> dict[str, Any]:
         train_tokens=data["train_tokens"],
         vocab_size=data["vocab_size"],
     )
-    _plot(ctx, training, measured)
+    plot_world_model(ctx, training, measured)
     return measured
-
-
-def _plot(ctx: RunContext, training: dict[str, Any], measured: dict[str, Any]) -> None:
-    plt = pyplot()
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    left.plot(training["steps"], training["losses"])
-    left.set_yscale("log")
-    left.set_xlabel("step")
-    left.set_ylabel("training loss (nats/token)")
-    left.set_title("World model pretraining")
-    rows = sorted(measured["keyword_priors"].items(), key=lambda item: -item[1]["median_log10_prob"])
-    colors = {"high": "C2", "low": "C1", "very-low": "C3"}
-    right.barh([name for name, _ in rows], [row["median_log10_prob"] for _, row in rows],
-               color=[colors[row["prior"]] for _, row in rows])
-    right.axvline(-3, color="grey", linestyle="--", label="1e-3 (priming knee)")
-    right.set_xlabel("median log10 P(keyword | prefix about a never-seen subject)")
-    right.set_title("Built-in keywords: prior probability")
-    right.legend(fontsize=8)
-    ctx.save_figure(figure, "world_model")
 
 
 CLAIMS = (
     Claim(
         "W1",
         "The world model knows its world: top-1 (greedy) recall of the true attribute on held-out fact prompts",
-        "issue 5; priming.md §7 (a model trained until held-out facts are known)",
+        "substrate requirement (the knowledge studies probe a model that knows its facts)",
         f">= {ACCURACY_BOUND:.0%}",
         (at_least("heldout_fact_accuracy", ACCURACY_BOUND),),
     ),
     Claim(
         "W2",
-        "It is a language model of its corpus: held-out perplexity (reported) far below a unigram model's",
-        "issue 5",
-        "reported",
-        (at_least("heldout_perplexity", 1.0), at_most("heldout_perplexity_to_unigram", 0.5)),
+        "It is a language model of its corpus: held-out perplexity far below the unigram model's",
+        "substrate requirement (a language model of its corpus, not a bag of words)",
+        "<= 0.5 x unigram perplexity",
+        (at_most("heldout_perplexity_to_unigram", 0.5),),
     ),
     Claim(
         "W3",
         "The built-in keywords span high to very low prior probability, across the 1e-3 knee "
         "(median over the 'novel' samples, whose subjects the model has never seen)",
-        "priming.md §2.2 (knee near 1e-3), §7",
+        "Sun et al. 2025 Fig. 2b (priming threshold near 1e-3)",
         "spans the knee",
         (at_least("keyword_prior_span_log10", 3.0), at_least("prior_log10_high", -3.0),
          at_most("prior_log10_very_low", -3.0)),
@@ -348,91 +290,5 @@ STUDY = Study(
     run=run,
     claims=CLAIMS,
     summary="A procedurally generated world, its corpus and tokenizer, and a small Llama pretrained from scratch that knows it.",
+    figures=("world_model",),
 )
-
-
-# --- reuse by other studies ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class WorldModel:
-    """A finished ``world`` run: where its model, tokenizer and data live, and loaders for them."""
-
-    run_dir: Path
-
-    @property
-    def model_dir(self) -> Path:
-        """``save_pretrained`` directory of the model and its tokenizer."""
-        return self.run_dir / "model"
-
-    @property
-    def data_dir(self) -> Path:
-        return self.run_dir / "data"
-
-    @property
-    def config(self) -> Config:
-        return Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in read_json(self.run_dir / "config.json")["config"].items()})
-
-    def world(self) -> World:
-        return World.from_dict(read_json(self.data_dir / "world.json"))
-
-    def texts(self, split: str = "train") -> list[str]:
-        """The corpus documents of ``split`` (``train`` or ``heldout``), e.g. background text for insertion."""
-        if split not in ("train", "heldout"):
-            raise ValueError(f"split must be train or heldout, got {split!r}")
-        return (self.data_dir / f"{split}.txt").read_text().splitlines()
-
-    def outlandish(self) -> tuple[list[OutlandishSample], list[Probe]]:
-        """The built-in Outlandish-like samples and probes of this world."""
-        return load_samples(self.data_dir / "outlandish.jsonl"), load_probes(self.data_dir / "probes.jsonl")
-
-    def continued_optimizer(self, learning_rate: float) -> Any:
-        """Factory of optimizers that continue this model's pretraining (AdamW state) at ``learning_rate``."""
-        from learnlab.knowledge.pretraining import continued_optimizer
-
-        return continued_optimizer(self.run_dir / "checkpoints", self.config.pretrain_settings(), learning_rate)
-
-    def load(self, device: torch.device | str = "cpu") -> tuple[Any, Any]:
-        """``(model, tokenizer)``, in eval mode on ``device``."""
-        from learnlab.knowledge.models import load_causal_lm
-
-        return load_causal_lm(self.model_dir, device)
-
-
-def world_model_options(preset: str = "quick", seed: int = 0, overrides: tuple[str, ...] = (), out: Path | str = "runs",
-                        device: str = "auto", threads: int = 1, quiet: bool = True) -> RunOptions:
-    return RunOptions(preset=preset, seed=seed, overrides=tuple(overrides), device=device, out=Path(out),
-                      quiet=quiet, threads=threads)
-
-
-def ensure_world_model(preset: str = "quick", seed: int = 0, overrides: tuple[str, ...] = (), out: Path | str = "runs",
-                       device: str = "auto", threads: int = 1, quiet: bool = True) -> WorldModel:
-    """The world model of this preset/seed/overrides: the finished run in ``out`` if there is one, else trained now.
-
-    Runs go through the same machinery as ``learnlab run world`` (``out/world/<preset>-seed<N>-<hash>/``),
-    so a run started by any study or by the command line is shared, and a killed one resumes.
-    A run that diverged raises :class:`DivergenceError`.
-    """
-    options = world_model_options(preset, seed, overrides, out, device, threads, quiet)
-    run_dir = prepare_run(STUDY, options).run_dir
-    results = finished_results(run_dir)
-    if results is None:
-        results = execute(STUDY, options)
-    if results.get("status") != "ok":
-        raise DivergenceError(f"world model run {run_dir} failed: {results.get('reason')}")
-    return WorldModel(run_dir)
-
-
-def load_language_model(model: str, device: torch.device | str = "cpu", *, preset: str = "quick", seed: int = 0,
-                        out: Path | str = "runs", threads: int = 1, quiet: bool = True) -> tuple[Any, Any]:
-    """``(model, tokenizer)`` for a study's ``model`` setting.
-
-    ``""`` or ``"world"``: the tiny world model of ``preset``/``seed`` (trained on first use); anything
-    else: a local directory or hub name loaded by :func:`models.load_causal_lm`.
-    """
-    if model in ("", "world"):
-        device_name = torch.device(device).type
-        return ensure_world_model(preset, seed, out=out, device=device_name, threads=threads, quiet=quiet).load(device)
-    from learnlab.knowledge.models import load_causal_lm
-
-    return load_causal_lm(model, device)

@@ -1,16 +1,16 @@
 """Iterate averaging: two-point averages, debiased EMA and SWA, with BatchNorm refresh.
 
-Sandler et al. (2023) relate weight averages to learning-rate schedules (notes §4 "Averages as
-effective learning rates"):
+Sandler et al. (2023, abstract: "iterate aggregates are equivalent to learning-rate schedules")
+relate weight averages to learning rates:
 
 - two-point average θ̄ = (θ_t + θ_{t−k}) / 2: for k ≫ 1/(λh) the stationary variance halves,
   like halving the learning rate;
 - EMA v_t = β v_{t−1} + (1 − β) θ_t with zero initialisation and debiasing v̂_t = v_t / (1 − β^t)
-  (without debiasing a high-decay EMA lags: notes §6, timm #1182);
+  (without debiasing a high-decay EMA lags behind the iterates);
 - SWA, the uniform average over a window.
 
 EMA and SWA are built on :class:`torch.optim.swa_utils.AveragedModel` (float32 averages, updated
-every step). Averaged weights need BatchNorm statistics recomputed for them (notes §6):
+every step). Averaged weights need BatchNorm statistics recomputed for them:
 :func:`refresh_batch_norm` wraps :func:`torch.optim.swa_utils.update_bn`.
 """
 
@@ -81,7 +81,7 @@ def average_parameters(states: list[Mapping[str, torch.Tensor]], weights: list[f
 
 
 def two_point_average(later: Mapping[str, torch.Tensor], earlier: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """(θ_t + θ_{t−k}) / 2 (notes §4, two-point average)."""
+    """(θ_t + θ_{t−k}) / 2, the two-point average of iterates k steps apart."""
     return average_parameters([later, earlier])
 
 

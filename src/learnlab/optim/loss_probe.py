@@ -1,4 +1,4 @@
-"""The fixed-batch loss probe (Sandler et al. 2023, claim 1; notes §4 "One GD step on a fixed batch").
+"""The fixed-batch loss probe (Sandler et al. 2023, abstract: the fixed-batch loss is "remarkably convex-like").
 
 For parameters θ, a fixed batch B and its gradient g_B = ∇L_B(θ), the loss after one GD step of
 size λ is
@@ -8,7 +8,7 @@ size λ is
 :func:`probe_fixed_batch` evaluates φ on a grid with :func:`torch.func.functional_call`, so the
 model (its parameters and BatchNorm buffers) is never modified. The grid is placed on
 [0, 2 λ_min], where λ_min is the minimiser found by doubling λ from the learning rate
-(the interval on which the notes' pilot measured R²).
+(the interval on which the fit's R² is measured).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The noisy quadratic model (NQM) of SGD and its closed-form stationary losses (notes §4).
+"""The noisy quadratic model (NQM) of SGD and its closed-form stationary losses (a reference model for
+Sandler et al. 2023's averages-as-learning-rates statement).
 
 In H's eigenbasis (eigenvalues h_i), with u = θ − θ*, a_i = 1 − λ h_i and per-direction noise s_i:
 

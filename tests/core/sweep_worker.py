@@ -4,7 +4,7 @@ import sys
 
 import torch.distributed as dist
 
-from learnlab.knowledge.sweep import run_sweep
+from learnlab.core.parallel import run_sweep
 
 if __name__ == "__main__":
     items = [f"item{index}" for index in range(7)]

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from learnlab.knowledge.sweep import merge_records, read_records, run_sweep
+from learnlab.core.parallel import merge_records, read_records, run_sweep
 
 ITEMS = [f"item{index}" for index in range(7)]
 

@@ -1,0 +1,59 @@
+"""Table 1 of Vladymyrov et al. (2024): adjusted evaluation loss of every model and baseline (§6, Table 1).
+
+The adjusted loss is a predictor's ½·MSE minus the oracle ridge's (true ``sigma_tau``) on the same
+sequences. Columns: uniform noise ``sigma ~ U(0, sigma_max)`` for ``sigma_max = 0..7`` (keys ``u0`` ..
+``u7``), then the categorical sets ``{1, 3}`` and ``{1, 3, 5}`` (``c1_3``, ``c1_3_5``), the keys of
+:attr:`learnlab.incontext.noisy_regression.NoiseDistribution.key`. Rows: ``<variant><layers>`` for
+the linear transformers (``gdpp2``, ``diag3``, ``full7``, ...; Table 1 gives one row for every
+one-layer model) and the ridge baselines ``constrr``, ``adarr``, ``tunedrr``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+TABLE1_COLUMNS = ("u0", "u1", "u2", "u3", "u4", "u5", "u6", "u7", "c1_3", "c1_3_5")
+TABLE1 = {
+    "1 layer": (1.768, 1.639, 1.396, 1.175, 1.015, 0.907, 0.841, 0.806, 1.007, 0.819),
+    "gdpp2": (0.341, 0.295, 0.243, 0.265, 0.347, 0.366, 0.440, 0.530, 0.305, 0.427),
+    "diag2": (0.265, 0.214, 0.173, 0.188, 0.219, 0.242, 0.254, 0.259, 0.201, 0.246),
+    "gdpp3": (0.019, 0.021, 0.071, 0.161, 0.259, 0.344, 0.454, 0.530, 0.222, 0.422),
+    "diag3": (0.013, 0.015, 0.048, 0.087, 0.109, 0.118, 0.121, 0.123, 0.098, 0.119),
+    "full3": (0.012, 0.015, 0.049, 0.075, 0.101, 0.117, 0.124, 0.127, 0.076, 0.113),
+    "gdpp4": (9.9e-5, 0.014, 0.066, 0.160, 0.258, 0.344, 0.454, 0.530, 0.222, 0.422),
+    "diag4": (1.2e-4, 0.006, 0.024, 0.041, 0.050, 0.059, 0.065, 0.073, 0.043, 0.062),
+    "gdpp7": (2.65e-12, 0.009, 0.066, 0.161, 0.265, 0.344, 0.454, 0.530, 0.222, 0.422),
+    "diag7": (2.5e-12, 0.002, 0.014, 0.027, 0.040, 0.047, 0.052, 0.059, 0.018, 0.046),
+    "full7": (2.5e-12, 0.002, 0.010, 0.025, 0.035, 0.047, 0.050, 0.057, 0.010, 0.035),
+    "constrr": (0.0, 0.009, 0.066, 0.161, 0.265, 0.365, 0.454, 0.530, 0.222, 0.422),
+    "adarr": (0.0, 0.003, 0.016, 0.034, 0.053, 0.068, 0.081, 0.092, 0.051, 0.084),
+    "tunedrr": (0.0, 0.002, 0.010, 0.023, 0.037, 0.049, 0.060, 0.068, 0.021, 0.054),
+}
+
+
+def paper_value(row: str, column: str) -> float | None:
+    """Table 1's adjusted loss for a row (``diag3``, ``constrr``, ...; 1-layer models share a row), or None."""
+    if row in ("gdpp1", "diag1", "full1", "gd1"):
+        row = "1 layer"
+    if row not in TABLE1 or column not in TABLE1_COLUMNS:
+        return None
+    return TABLE1[row][TABLE1_COLUMNS.index(column)]
+
+
+def table1_rows(measured: Mapping[str, Any], layers: Sequence[int], full_layers: Sequence[int],
+                columns: Sequence[str]) -> list[dict[str, Any]]:
+    """Table-1-style rows ``{model, setting, measured, paper}`` of every ``adjusted_<model>_<column>`` measured.
+
+    Models: GD++, DIAG and (at ``full_layers``) FULL per depth of ``layers``, then one-step GD and the
+    ridge baselines.
+    """
+    models = [f"{variant}{depth}" for depth in layers for variant in ("gdpp", "diag", "full")
+              if variant != "full" or depth in full_layers]
+    table = []
+    for model in models + ["gd1", "constrr", "adarr", "tunedrr"]:
+        for column in columns:
+            value = measured.get(f"adjusted_{model}_{column}")
+            if value is not None:
+                table.append({"model": model, "setting": column, "measured": value, "paper": paper_value(model, column)})
+    return table

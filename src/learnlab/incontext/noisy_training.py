@@ -1,0 +1,160 @@
+"""Training linear transformers on noisy in-context regression, best of several starts (Vladymyrov et al. 2024, §6).
+
+The paper trains every model with Adam on fresh sequences and reports the best of 5 training seeds.
+Here a *start group* is every start (random initialisations and warm starts) of one variant and
+depth for every noise setting at once: the ``settings x starts`` models of one
+:class:`LinearTransformer`, trained by one batched optimiser (:func:`train_online`; the models share
+no parameter, so each trains as if alone). Each step draws fresh sequences per setting, shared by
+that setting's starts; each start keeps its checkpoint with the lowest validation loss, and the
+start with the lowest one is the setting's model.
+
+Warm starts (the paper's initialisation is unknown): a trained shallower model of the same variant
+plus identity layers (``P = 0``), or a GD++ model as a DIAG one (GD++ is DIAG with ``q_y = 0``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from learnlab.incontext.linear_transformer_variants import (
+    LinearTransformer,
+    MomentTraining,
+    query_averaged_loss,
+    train_online,
+)
+from learnlab.incontext.noisy_regression import NoiseDistribution, NoisySet, sample_noisy_moments
+
+
+def parameter_names(variant: str) -> tuple[str, str]:
+    """The parameters of a :class:`LinearTransformer` of ``variant``: ``(P, Q)`` for FULL, ``(p, q)`` otherwise."""
+    return ("projection", "key_query") if variant == "full" else ("p", "q")
+
+
+def model_from_parameters(variant: str, parameters: dict[str, torch.Tensor], dim: int,
+                          dtype: torch.dtype = torch.float32) -> LinearTransformer:
+    """The :class:`LinearTransformer` (models, layers and heads from the shapes) holding ``parameters``."""
+    count, depth, heads = parameters[parameter_names(variant)[0]].shape[:3]
+    model = LinearTransformer(dim, depth, variant, heads, count, dtype=dtype)
+    with torch.no_grad():
+        for name in parameter_names(variant):
+            getattr(model, name).copy_(parameters[name].to(dtype))
+    return model
+
+
+@dataclass
+class StartGroup:
+    """A trained start group: the best start per noise setting, and how every start did.
+
+    Attributes:
+        parameters: the best start's parameters per setting, e.g. ``p`` ``(settings, L, H, 2)``.
+        best_start: the index of the best start per setting (random starts first, then warm ones).
+        steps: the evaluation steps.
+        curves: validation adjusted loss of the best start per setting, at every evaluation step.
+        start_final_losses: ``(settings, starts)``: every start's lowest validation adjusted loss.
+    """
+
+    parameters: dict[str, torch.Tensor]
+    best_start: list[int]
+    steps: list[int]
+    curves: list[list[float]]
+    start_final_losses: list[list[float]]
+
+
+def _place_warm_starts(model: LinearTransformer, warm_starts: Sequence[dict[str, torch.Tensor]],
+                       num_settings: int, random_starts: int) -> None:
+    """Copy each warm start into its start (after the random ones); its missing layers become the identity."""
+    starts, depth, heads = random_starts + len(warm_starts), model.num_layers, model.num_heads
+    with torch.no_grad():
+        if model.variant == "full":  # shallower FULL models plus identity layers (P = 0)
+            size = model.dim + 1
+            projection = model.projection.view(num_settings, starts, depth, heads, size, size)
+            key_query = model.key_query.view(num_settings, starts, depth, heads, size, size)
+            for offset, start in enumerate(warm_starts):
+                index, copied = random_starts + offset, start["projection"].shape[1]
+                projection[:, index, :copied] = start["projection"]
+                projection[:, index, copied:] = 0.0
+                key_query[:, index, :copied] = start["key_query"]
+        else:
+            p = model.p.view(num_settings, starts, depth, heads, 2)
+            q = model.q.view(num_settings, starts, depth, heads, -1)
+            for offset, start in enumerate(warm_starts):
+                index, copied = random_starts + offset, start["p"].shape[1]
+                p[:, index, :copied] = start["p"]
+                p[:, index, copied:] = 0.0  # extra layers start as the identity
+                q[:, index, :copied] = 0.0
+                q[:, index, :copied, :, : start["q"].shape[-1]] = start["q"][..., : q.shape[-1]]  # GD++: q_y = 0
+
+
+def train_start_group(
+    variant: str,
+    depth: int,
+    noises: Sequence[NoiseDistribution],
+    validation: Sequence[NoisySet],
+    training: MomentTraining,
+    *,
+    num_context: int,
+    random_starts: int,
+    warm_starts: Sequence[dict[str, torch.Tensor]] = (),
+    num_heads: int = 1,
+    init_scale: float = 0.01,
+    init_generator: torch.Generator | None = None,
+    data_generator: torch.Generator | None = None,
+    on_step: Callable[[int, float], None] | None = None,
+) -> StartGroup:
+    """Train ``variant`` at ``depth`` for every noise setting and start at once; keep the best start per setting.
+
+    Args:
+        noises, validation: the noise settings and a validation set of each (checkpoint and start
+            selection); ``d`` is the validation teachers'.
+        training: steps, batch size (fresh sequences per setting and step), schedule and clipping.
+        random_starts: random initialisations (``N(0, init_scale^2)`` per scalar) per setting.
+        warm_starts: trained parameters of shape ``(settings, L', H, ...)`` with ``L' <= depth``, one
+            start each: the first ``L'`` layers are copied, the others start as the identity
+            (``P = 0``, resp. ``p = 0``); a GD++ ``q`` in a DIAG start gets ``q_y = 0``.
+        on_step: sees the step and the mean training loss per model (e.g. to stop on NaN).
+    """
+    num_settings, dim = len(noises), validation[0].teacher.shape[-1]
+    starts = random_starts + len(warm_starts)
+    count = num_settings * starts
+    model = LinearTransformer(dim, depth, variant, num_heads, count, init_scale, generator=init_generator)
+    _place_warm_starts(model, warm_starts, num_settings, random_starts)
+
+    def expand(tensor: torch.Tensor) -> torch.Tensor:  # one copy per start of every setting's tensor
+        return tensor.unsqueeze(1).expand(num_settings, starts, *tensor.shape[1:]).reshape(count, *tensor.shape[1:])
+
+    def draw(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        moments, teacher = sample_noisy_moments(noises, training.batch_size, data_generator, dim, num_context)
+        return expand(moments), expand(teacher)
+
+    val_moments = expand(torch.stack([v.moments.float() for v in validation]))
+    val_teacher = expand(torch.stack([v.teacher.float() for v in validation]))
+    val_oracle = torch.tensor([v.oracle_loss.mean().item() for v in validation]).repeat_interleave(starts)
+    per_model = None if on_step is None else (lambda step, loss: on_step(step, loss / count))
+    history = train_online(model, draw, training, (val_moments, val_teacher), per_model)
+    curves = (torch.tensor(history.losses) - val_oracle).T.reshape(num_settings, starts, -1)  # adjusted
+    final = (torch.tensor(history.best_losses) - val_oracle).reshape(num_settings, starts).nan_to_num(math.inf)
+    best = final.argmin(1)
+    parameters = {}
+    for key in parameter_names(variant):
+        parameter = getattr(model, key).detach().view(num_settings, starts, *getattr(model, key).shape[1:])
+        parameters[key] = parameter[torch.arange(num_settings), best].clone()
+    return StartGroup(parameters, best.tolist(), history.steps, curves[torch.arange(num_settings), best].tolist(),
+                      final.tolist())
+
+
+def adjusted_test_losses(model: LinearTransformer, test: Sequence[NoisySet], chunk_size: int = 10000) -> list[float]:
+    """Model ``i`` of ``model`` on test set ``i``: its mean adjusted loss (query-averaged ½·MSE minus the oracle's)."""
+    losses_per_set = []
+    with torch.no_grad():
+        for index, data in enumerate(test):
+            losses = []
+            for start in range(0, data.moments.shape[0], chunk_size):
+                chunk = data.moments[start:start + chunk_size].float().unsqueeze(0).expand(model.num_models, -1, -1, -1)
+                weights = model.effective_weights(chunk)[index].double()
+                losses.append(query_averaged_loss(weights, data.teacher[start:start + chunk_size]))
+            losses_per_set.append((torch.cat(losses) - data.oracle_loss).mean().item())
+    return losses_per_set
