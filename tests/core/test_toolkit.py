@@ -161,3 +161,13 @@ def test_warmup_cosine_conventions():
         optimizer.step()
         scheduler.step()
     assert rates == pytest.approx([torch_like(step) for step in range(6)])
+
+
+def test_running_a_study_leaves_the_callers_threads_and_seeds_alone(tmp_path):
+    torch.set_num_threads(1)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    execute(STUDY, RunOptions(preset="smoke", out=tmp_path, quiet=True, threads=2, seed=7))
+    assert torch.get_num_threads() == 1
+    assert torch.equal(torch.rand(3), expected)

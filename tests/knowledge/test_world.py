@@ -40,3 +40,12 @@ def test_corpus_is_deterministic_and_withholds_heldout_pairs(small_world, small_
     assert len(small_corpus.heldout_prompts) == 2 * len(small_world.facts())
     kinds = ("Q: ", "Everyone knows", "Yesterday", " and ")
     assert all(kind in training for kind in kinds)
+
+
+def test_no_heldout_sentence_appears_in_training(small_corpus):
+    def sentences(texts):
+        return {sentence for text in texts for sentence in text.replace(". ", ".\n").splitlines()}
+
+    heldout, training = sentences(small_corpus.heldout_texts), sentences(small_corpus.train_texts)
+    assert len(heldout) > 50
+    assert not heldout & training, sorted(heldout & training)[:5]

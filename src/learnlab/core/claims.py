@@ -38,6 +38,10 @@ class Check:
             return f"{self.metric} <= {_number(self.bound)}"
         if self.op == ">=":
             return f"{self.metric} >= {_number(self.bound)}"
+        if self.op == ">":
+            return f"{self.metric} > {_number(self.bound)}"
+        if self.op == "<":
+            return f"{self.metric} < {_number(self.bound)}"
         if self.op == "within":
             return f"|{self.metric} / {_number(self.reference)} - 1| <= {_number(self.tolerance)}"
         return f"{self.metric} is true"
@@ -55,6 +59,10 @@ class Check:
             return value <= self.bound
         if self.op == ">=":
             return value >= self.bound
+        if self.op == ">":
+            return value > self.bound
+        if self.op == "<":
+            return value < self.bound
         return abs(value / self.reference - 1.0) <= self.tolerance
 
 
@@ -64,6 +72,16 @@ def at_most(metric: str, bound: float) -> Check:
 
 def at_least(metric: str, bound: float) -> Check:
     return Check(metric, ">=", bound=bound)
+
+
+def above(metric: str, bound: float) -> Check:
+    """Strictly greater: ``measured > bound`` (for statements such as "exceeds")."""
+    return Check(metric, ">", bound=bound)
+
+
+def below(metric: str, bound: float) -> Check:
+    """Strictly less: ``measured < bound``."""
+    return Check(metric, "<", bound=bound)
 
 
 def within(metric: str, reference: float, tolerance: float) -> Check:

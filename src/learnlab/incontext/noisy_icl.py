@@ -9,10 +9,11 @@ DIAG model implements (§4–5). It checks:
 
 1. one layer at sigma_max = 0 reaches Table 1's 1.768;
 2. ConstRR and AdaRR match Table 1;
-3. two-layer DIAG beats two-layer GD++ with noise;
-4. GD++ does not beat ConstRR with noise (it models one noise level);
-5. DIAG and FULL agree at equal depth (FULL trained by the same protocol on its own: random starts
-   and its own shallower models, never from DIAG weights);
+3. two-layer DIAG beats two-layer GD++ with noise by Table 1's margin, also from its own random start,
+   against a GD++ within 10% of Table 1's (or better);
+4. GD++ does not beat ConstRR with noise (it models one noise level), once trained to Table 1's level;
+5. DIAG and FULL agree at each depth, both trained by the same start recipe (random starts and their
+   own shallower models; no variant starts from another's weights);
 6. three-layer DIAG beats ConstRR with much noise, and DIAG improves with depth;
 7. the extracted explicit algorithm reproduces the DIAG model and uses adaptive rescaling.
 
@@ -36,7 +37,7 @@ from learnlab.incontext.algorithm_extraction import check_extraction
 from learnlab.incontext.linear_transformer_variants import OMEGA_NAMES, MomentTraining
 from learnlab.incontext.noisy_icl_figures import plot_adjusted_loss, plot_table1, plot_training_curves
 from learnlab.incontext.noisy_regression import NoiseDistribution, NoisySet, sample_noisy_set, sample_noisy_tasks
-from learnlab.incontext.noisy_table1 import paper_value, table1_rows
+from learnlab.incontext.noisy_table1 import attainable_gdpp2, paper_value, table1_rows
 from learnlab.incontext.noisy_training import (adjusted_test_losses, model_from_parameters, parameter_names,
                                                train_start_group)
 from learnlab.incontext.ridge_baselines import RidgeBaselines
@@ -51,24 +52,30 @@ class Config(StudyConfig):
     cosine decay, per-model gradient clipping, the checkpoint with the lowest validation loss, and the
     best of several starts per model and setting (the paper: best of 5 seeds).
 
+    Start recipe (fixed before C5 was measured per depth, the same for every variant, so that
+    C5 compares parametrisations, not recipes): ``random_inits`` random starts at each depth, and
+    (``warm_start``) the best shallower model *of the same variant* plus identity layers. No model
+    starts from another variant's weights: DIAG never from GD++, FULL never from DIAG or GD++. Every
+    variant's starts at a depth see the same fresh batches (one data stream per depth), and their
+    random starts the same diagonal draws (FULL adds off-diagonal noise). With ``full_layers`` equal
+    to ``layers`` (every preset), DIAG and FULL thus get one recipe at every depth.
+
     Attributes:
         dim, num_context: d and n (paper: 10 and 20).
         layers: depths of the GD++ and DIAG models (paper: 1-7).
-        full_layers: depths of the FULL models (a subset of ``layers``). FULL never sees a trained
-            DIAG or GD++ weight: its starts are random ones and its own best shallower model.
+        full_layers: depths of the FULL models (a subset of ``layers``).
         sigma_max: uniform mixed-noise settings ``sigma ~ U(0, sigma_max)`` (paper: 0-7).
         categorical: categorical noise sets, each written ``"1/3"`` (paper: ``1/3`` and ``1/3/5``).
         random_inits: random initialisations per model and noise setting at depth 1, 2, ... (the
             last value for deeper ones; 0 is allowed where a warm start exists: from three layers
             on, a random start does not get near a warm one within a CPU budget).
-        warm_start: more starts: each depth-L model from the best shallower model of its variant
-            plus identity layers (``P = 0``).
-        diag_from_gdpp: also each DIAG model from the best GD++ model of its depth (GD++ is DIAG
-            with ``q_y = 0``).
+        warm_start: one more start: each depth-L model from the best shallower model of its
+            variant plus identity layers (``P = 0``).
         steps: Adam steps per model at depth 1, 2, ... (the last value for deeper ones; paper: 200k).
         learning_rates: peak Adam learning rate at depth 1, 2, ... (the last value for deeper
-            ones; paper: 1e-4 for 200k steps). From three layers on the ``omega_yy lambda`` terms
-            (lambda ~ n (d + sigma^2), heavy-tailed) make large steps unstable.
+            ones; paper: 1e-4 for 200k steps). Quick: 3e-3 from three layers on, chosen on validation
+            loss: at 1e-2 three-layer DIAG did not leave its warm start at sigma_max = 0, at 1e-3
+            neither did it, and GD++ stayed 7x above Table 1 there.
         batch_size: fresh sequences per noise setting and step (paper: 2048), shared by its starts.
         clip_norm: per-model gradient-norm clipping (rare heavy-tailed batches).
         final_lr_fraction: the last step's learning rate over the peak.
@@ -88,11 +95,10 @@ class Config(StudyConfig):
     full_layers: tuple[int, ...] = (1, 2, 3)
     sigma_max: tuple[float, ...] = nonnegative((0.0, 1.0, 3.0, 5.0))
     categorical: tuple[str, ...] = ("1/3",)
-    random_inits: tuple[int, ...] = nonnegative((2, 1, 0))
+    random_inits: tuple[int, ...] = nonnegative((2, 2, 0))
     warm_start: bool = True
-    diag_from_gdpp: bool = True
-    steps: tuple[int, ...] = positive((200, 400, 900))
-    learning_rates: tuple[float, ...] = positive((0.01, 0.01, 0.001))
+    steps: tuple[int, ...] = positive((200, 1000, 900))
+    learning_rates: tuple[float, ...] = positive((0.01, 0.01, 0.003))
     batch_size: int = positive(256)
     clip_norm: float = positive(1.0)
     final_lr_fraction: float = ranged(0.01, gt=0, le=1)
@@ -138,8 +144,8 @@ class Config(StudyConfig):
 
 
 PRESETS = {
-    # Every claim's settings (sigma_max 1, 3, 5; three layers; FULL), at a few seconds' scale.
-    "smoke": Config(full_layers=(1,), categorical=(), random_inits=(1,), steps=(30,), learning_rates=(0.01,),
+    # Every claim's settings (sigma_max 1, 3, 5; three layers; FULL at each), at a few seconds' scale.
+    "smoke": Config(categorical=(), random_inits=(1,), steps=(30,), learning_rates=(0.01,),
                     batch_size=64, validation_size=512, eval_every=10, test_size=2000, tuning_size=2000,
                     extraction_size=256),
     "quick": Config(),
@@ -159,18 +165,16 @@ def run(config: Config, ctx: RunContext) -> dict[str, Any]:
     measured: dict[str, Any] = dict(ctx.stage("baselines", lambda: _baselines(config, ctx, settings, test)))
 
     # GD++, DIAG, then FULL, each depth from random starts and (warm_start) the best shallower model of
-    # its variant; DIAG also from the best GD++ model of its depth. FULL never starts from DIAG's weights.
+    # its own variant: the same start recipe for every variant (no variant starts from another's weights).
     groups: dict[str, dict[str, Any]] = {}
     for variant, depths in (("gdpp", config.layers), ("diag", config.layers), ("full", config.full_layers)):
         for position, depth in enumerate(depths):
-            sources = [f"{variant}{depths[position - 1]}"] if config.warm_start and position > 0 else []
-            if config.warm_start and config.diag_from_gdpp and variant == "diag":
-                sources.append(f"gdpp{depth}")
-            starts = [{key: groups[source][key] for key in parameter_names(variant)} for source in sources]
+            shallower = [groups[f"{variant}{depths[position - 1]}"]] if config.warm_start and position > 0 else []
+            starts = [{key: group[key] for key in parameter_names(variant)} for group in shallower]
             groups[f"{variant}{depth}"] = ctx.stage(
                 f"train_{variant}{depth}", lambda: _train(config, ctx, variant, depth, settings, validation, test, starts))
     for name, group in groups.items():
-        measured.update({key: value for key, value in group.items() if key.startswith("adjusted_")})
+        measured.update({key: value for key, value in group.items() if key.startswith(("adjusted_", "random_start_"))})
         measured[f"best_start_{name}"] = group["best_start"]
 
     # The algorithm of the deepest DIAG model, on the noisiest uniform setting.
@@ -218,16 +222,21 @@ def _train(config: Config, ctx: RunContext, variant: str, depth: int, settings: 
                               config.final_lr_fraction, config.eval_every, clip_norm=config.clip_norm)
     count = len(settings) * (random_starts + len(warm_starts))
     with ctx.training_progress(f"train {name} ({count} models)", training.steps, f"{name} training loss") as on_step:
+        # one init and data stream per depth: every variant's starts see the same draws and batches
         group = train_start_group(variant, depth, settings, validation, training, num_context=config.num_context,
                                   random_starts=random_starts, warm_starts=warm_starts, num_heads=config.num_heads,
-                                  init_scale=config.init_scale, init_generator=ctx.generator(name, "init"),
-                                  data_generator=ctx.generator(name, "data"), on_step=on_step)
+                                  init_scale=config.init_scale, init_generator=ctx.generator(f"depth{depth}", "init"),
+                                  data_generator=ctx.generator(f"depth{depth}", "data"), on_step=on_step)
     result: dict[str, Any] = {"steps": group.steps, "best_start": group.best_start, "curves": group.curves,
                               "start_final_losses": group.start_final_losses, **group.parameters}
     model = model_from_parameters(variant, group.parameters, config.dim)
     for noise, adjusted, best in zip(settings, adjusted_test_losses(model, test), group.best_start):
         result[f"adjusted_{name}_{noise.key}"] = adjusted
         ctx.log(model=name, setting=noise.name, adjusted_test_loss=adjusted, best_start=best)
+    if group.random_parameters is not None:  # the random starts alone (no warm start): C3
+        random_model = model_from_parameters(variant, group.random_parameters, config.dim)
+        for noise, adjusted in zip(settings, adjusted_test_losses(random_model, test)):
+            result[f"random_start_adjusted_{name}_{noise.key}"] = adjusted
     return result
 
 
@@ -266,20 +275,34 @@ def _claim_metrics(config: Config, measured: dict[str, Any], keys: list[str], se
         if reference is not None and key != "u0":
             value = measured[f"adjusted_constrr_{key}"]
             out[f"constrr_matches_table1_{key}"] = bool(abs(value - reference) <= 0.005 or abs(value / reference - 1) <= 0.05)
-    # C3: two-layer DIAG vs two-layer GD++.
+    # C3: two-layer DIAG (its best start, and its best random start alone) over two-layer GD++, and GD++
+    # over what it can attain (one-sided: a GD++ stuck in a poor local optimum would make C3 easy).
     if 2 in config.layers and noisy_uniform:
-        out["diag2_over_gdpp2_max_sigma_ge1"] = max(measured[f"adjusted_diag2_{k}"] / measured[f"adjusted_gdpp2_{k}"]
-                                                    for k in noisy_uniform)
-    # C4: GD++ (every depth) vs ConstRR.
-    if very_noisy:
+        gdpp2 = {k: measured[f"adjusted_gdpp2_{k}"] for k in noisy_uniform}
+        out["diag2_over_gdpp2_max_sigma_ge1"] = max(measured[f"adjusted_diag2_{k}"] / gdpp2[k] for k in noisy_uniform)
+        if f"random_start_adjusted_diag2_{noisy_uniform[0]}" in measured:
+            out["diag2_random_start_over_gdpp2_max_sigma_ge1"] = max(
+                measured[f"random_start_adjusted_diag2_{k}"] / gdpp2[k] for k in noisy_uniform)
+        table = {k: paper_value("gdpp2", k) for k in noisy_uniform if paper_value("gdpp2", k)}
+        if table:  # GD++ trained as far as the paper's: within 10% of Table 1 (as C4's check)
+            out["gdpp2_over_table1_max_sigma_ge1"] = max(gdpp2[k] / value for k, value in table.items())
+        attainable = {k: attainable_gdpp2(k) for k in noisy_uniform if attainable_gdpp2(k)}
+        if attainable:  # reported, not checked: against a direct optimisation of GD++-2 (below Table 1's)
+            out["gdpp2_over_attainable_max_sigma_ge1"] = max(gdpp2[k] / value for k, value in attainable.items())
+            out["diag2_over_attainable_gdpp2_max_sigma_ge1"] = max(
+                measured[f"adjusted_diag2_{k}"] / value for k, value in attainable.items())
+    # C4: GD++ vs ConstRR at every depth with a Table 1 GD++ value, after checking that GD++ is trained
+    # there (one-sided, as Table 1's GD++ may itself be under-trained).
+    cells = [(depth, k) for depth in config.layers for k in very_noisy if paper_value(f"gdpp{depth}", k)]
+    if cells:
+        out["gdpp_over_table1_max_sigma_ge3"] = max(
+            measured[f"adjusted_gdpp{depth}_{k}"] / paper_value(f"gdpp{depth}", k) for depth, k in cells)
         out["gdpp_over_constrr_min_sigma_ge3"] = min(
-            measured[f"adjusted_gdpp{depth}_{k}"] / measured[f"adjusted_constrr_{k}"]
-            for depth in config.layers for k in very_noisy)
-    # C5: FULL vs DIAG at equal depth, every setting.
-    gaps = [abs(measured[f"adjusted_full{depth}_{k}"] / measured[f"adjusted_diag{depth}_{k}"] - 1)
-            for depth in config.full_layers for k in keys]
-    if gaps:
-        out["full_diag_max_relative_gap"] = max(gaps)
+            measured[f"adjusted_gdpp{depth}_{k}"] / measured[f"adjusted_constrr_{k}"] for depth, k in cells)
+    # C5: FULL vs DIAG at equal depth, every setting, one metric per depth.
+    for depth in config.full_layers:
+        out[f"full_diag_max_relative_gap_depth{depth}"] = max(
+            abs(measured[f"adjusted_full{depth}_{k}"] / measured[f"adjusted_diag{depth}_{k}"] - 1) for k in keys)
     # C6: three-layer DIAG vs ConstRR, and depth.
     if 3 in config.layers and very_noisy:
         out["diag3_over_constrr_max_sigma_ge3"] = max(measured[f"adjusted_diag3_{k}"] / measured[f"adjusted_constrr_{k}"]
@@ -300,16 +323,21 @@ CLAIMS = (
           (is_true("constrr_matches_table1_u1"), is_true("constrr_matches_table1_u3"),
            is_true("constrr_matches_table1_u5"), within("adjusted_adarr_u1", 0.003, 0.15),
            within("adjusted_adarr_u3", 0.034, 0.15), within("adjusted_adarr_u5", 0.068, 0.15))),
-    Claim("C3", "Two-layer DIAG beats two-layer GD++ for every sigma_max >= 1",
-          "Table 1, §6", "DIAG 0.214/0.188/0.242 vs GD++ 0.295/0.265/0.366",
-          (at_most("diag2_over_gdpp2_max_sigma_ge1", 1.0),)),
-    Claim("C4", "GD++ (one effective noise level) does not beat ConstRR with noise: >= 0.95 x ConstRR at sigma_max >= 3",
-          "Table 1, §6", "GD++ ≈ ConstRR",
-          (at_least("gdpp_over_constrr_min_sigma_ge3", 0.95),)),
-    Claim("C5", "DIAG and FULL (trained independently, from its own random and shallower-FULL starts) agree within "
-          "15% at equal depth (every noise setting)",
-          "Table 1, §6", "DIAG ≈ FULL",
-          (at_most("full_diag_max_relative_gap", 0.15),)),
+    Claim("C3", "Two-layer DIAG beats two-layer GD++ by Table 1's margin (DIAG/GD++ <= 0.85) at every sigma_max >= 1, "
+          "also from its own random start alone, with GD++ trained as far as the paper's (<= 1.10 x Table 1's GD++-2; "
+          "against a direct optimisation of GD++-2, reported: gdpp2_over_attainable_max_sigma_ge1, "
+          "diag2_over_attainable_gdpp2_max_sigma_ge1)",
+          "Table 1, §6", "DIAG/GD++ 0.73/0.71/0.66 at sigma_max 1/3/5 (0.214/0.188/0.242 vs 0.295/0.265/0.366)",
+          (at_most("diag2_over_gdpp2_max_sigma_ge1", 0.85), at_most("diag2_random_start_over_gdpp2_max_sigma_ge1", 0.85),
+           at_most("gdpp2_over_table1_max_sigma_ge1", 1.10))),
+    Claim("C4", "GD++ (one effective noise level) does not beat ConstRR with noise: trained to within 10% of Table 1's "
+          "GD++, it stays >= 0.95 x ConstRR at sigma_max >= 3 (every depth with a Table 1 GD++ value)",
+          "Table 1, §6", "GD++ ≈ ConstRR (depth 3: 0.161/0.344 vs 0.161/0.365)",
+          (at_most("gdpp_over_table1_max_sigma_ge3", 1.10), at_least("gdpp_over_constrr_min_sigma_ge3", 0.95))),
+    Claim("C5", "DIAG and FULL, trained by one start recipe (random starts and their own shallower model), agree within "
+          "15% at each depth (every noise setting)",
+          "Table 1, §6", "DIAG ≈ FULL (depth 3: 0.087/0.118 vs 0.075/0.117 at sigma_max 3/5)",
+          tuple(at_most(f"full_diag_max_relative_gap_depth{depth}", 0.15) for depth in (1, 2, 3))),
     Claim("C6", "Three-layer DIAG beats ConstRR at sigma_max >= 3, and the DIAG loss falls with depth",
           "Table 1, Fig. 2", "0.087/0.118 vs 0.161/0.365",
           (at_most("diag3_over_constrr_max_sigma_ge3", 1.0), is_true("diag_loss_falls_with_depth"))),

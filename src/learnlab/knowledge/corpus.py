@@ -8,7 +8,8 @@ them, although it uses the same templates for other subjects and states the fact
 templates, in lists, narratives and question-answer pairs. The held-out fact prompts are exactly
 these withheld (subject, template) pairs, cut before the attribute; top-1 accuracy on them
 measures knowledge, not recall of a string. Held-out documents (for perplexity) are built from the
-withheld pairs too, so no held-out sentence appears in training.
+withheld pairs, and of their list, narrative and filler sentences only those that no training
+document contains are kept, so no held-out sentence appears in training.
 
 Every fact template ends with the attribute and a full stop, so its prompt is the text before
 `` {attribute}.``. Within a theme, the words between subject and attribute differ between all
@@ -19,6 +20,7 @@ templates, list clauses and narratives, so the immediate context of a withheld f
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 
 from learnlab.knowledge.world import World
@@ -148,9 +150,15 @@ def heldout_template_choice(world: World, heldout_templates: int, seed: int) -> 
     return choice
 
 
-def _document(rng: random.Random, world: World, allowed: dict[str, list[int]], num_sentences: int) -> str:
+def split_sentences(text: str) -> list[str]:
+    """The sentences of a document (split after each full stop)."""
+    return [part for part in re.split(r"(?<=\.)\s+", text.strip()) if part]
+
+
+def _document(rng: random.Random, world: World, allowed: dict[str, list[int]], num_sentences: int) -> list[str]:
+    """The pieces of a document (a fact, a list, a narrative or a filler sentence each), in order."""
     facts = world.facts()
-    sentences = []
+    sentences: list[str] = []
     for _ in range(num_sentences):
         kind = rng.random()
         theme, subject, attribute = rng.choice(facts)
@@ -168,7 +176,7 @@ def _document(rng: random.Random, world: World, allowed: dict[str, list[int]], n
             sentences.append(fill(rng.choice(NARRATIVES[theme]), subject, attribute))
         else:
             sentences.append(rng.choice(FILLER))
-    return " ".join(sentences)
+    return sentences
 
 
 def build_corpus(world: World, seed: int, train_documents: int = 20000, heldout_documents: int = 400,
@@ -176,8 +184,9 @@ def build_corpus(world: World, seed: int, train_documents: int = 20000, heldout_
     """Generate the corpus of ``world`` (deterministic by ``seed``).
 
     Training documents state each fact only in its non-withheld templates (plus lists and
-    narratives); held-out documents state facts only in withheld templates (plus lists,
-    narratives and filler drawn from another random stream).
+    narratives); held-out documents state facts only in withheld templates, plus the lists,
+    narratives and filler (drawn from another random stream) none of whose sentences occur in
+    any training document.
     """
     count = len(next(iter(FACT_TEMPLATES.values())))
     if not 1 <= heldout_templates < count:
@@ -188,10 +197,15 @@ def build_corpus(world: World, seed: int, train_documents: int = 20000, heldout_
     low, high = sentences_per_document
     train_rng = random.Random(f"learnlab-corpus-train-{seed}")
     heldout_rng = random.Random(f"learnlab-corpus-heldout-{seed}")
-    train = tuple(_document(train_rng, world, train_allowed, train_rng.randint(low, high)) for _ in range(train_documents))
-    heldout = tuple(
-        _document(heldout_rng, world, heldout_allowed, heldout_rng.randint(low, high)) for _ in range(heldout_documents)
-    )
+    train = tuple(" ".join(_document(train_rng, world, train_allowed, train_rng.randint(low, high)))
+                  for _ in range(train_documents))
+    seen = {sentence for text in train for sentence in split_sentences(text)}
+    heldout: list[str] = []
+    while len(heldout) < heldout_documents:  # keep only pieces none of whose sentences occur in training
+        pieces = _document(heldout_rng, world, heldout_allowed, heldout_rng.randint(low, high))
+        kept = [piece for piece in pieces if not any(sentence in seen for sentence in split_sentences(piece))]
+        if kept:
+            heldout.append(" ".join(kept))
     heldout_prompts, train_prompts = [], []
     prompt_rng = random.Random(f"learnlab-corpus-prompts-{seed}")
     for theme, subject, attribute in world.facts():
@@ -201,4 +215,4 @@ def build_corpus(world: World, seed: int, train_documents: int = 20000, heldout_
         index = prompt_rng.choice(train_allowed[subject])
         train_prompts.append(FactPrompt(theme, subject, attribute, index, prompt_of(templates[index], subject)))
     pairs = frozenset((s, t) for s, ts in withheld.items() for t in ts)
-    return Corpus(train, heldout, tuple(heldout_prompts), tuple(train_prompts), pairs)
+    return Corpus(train, tuple(heldout), tuple(heldout_prompts), tuple(train_prompts), pairs)

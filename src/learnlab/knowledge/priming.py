@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from learnlab.core import Claim, RunContext, Study, StudyConfig, at_least, at_most, is_true, nonnegative, positive, ranged
+from learnlab.core import (Claim, RunContext, Study, StudyConfig, above, at_least, below, is_true, nonnegative, positive,
+                           ranged)
 from learnlab.knowledge import priming_analysis as analysis
 from learnlab.knowledge.insertion import InsertionSettings
 from learnlab.knowledge.outlandish import OutlandishSample
@@ -176,6 +177,7 @@ def _analyse(config: Config, ctx: RunContext, records: list[dict[str, Any]]) -> 
     measured: dict[str, Any] = {}
     measured.update(analysis.correlations(records, config.bootstrap, ctx.seed))
     measured.update(analysis.threshold_split(records, config.threshold))
+    measured.update(analysis.within_prior_levels(records, config.threshold))
     headline = f"{100 * HEADLINE_FRACTION:g}"
     measured.update(analysis.pruning_summary(records, headline))
     ablation = analysis.pruning_summary(records, headline, field="ablation_pruning")
@@ -210,19 +212,21 @@ CLAIMS = (
     Claim(
         "C1",
         "Keyword probability before learning predicts priming: Spearman rho(log P_before, log S_prime) < 0 with "
-        "p < 0.01, and it is the strongest of the predictors tried (text length, loss, entropy)",
+        "p < 0.01, and it is the strongest of the predictors tried (text length, loss, entropy); rho within each "
+        "prior level is reported beside the pooled value (rho_p_before_prior_<level>)",
         "Sun et al. 2025 abstract, §4 (Fig. 2)",
         "negative, strongest",
-        (at_most("rho_p_before", 0.0), at_most("rho_p_before_p_value", P_VALUE_BOUND),
+        (below("rho_p_before", 0.0), below("rho_p_before_p_value", P_VALUE_BOUND),
          is_true("p_before_strongest_predictor")),
     ),
     Claim(
         "C2",
         "Samples whose keyword has P_before below the threshold (paper: about 1e-3) prime more: median log10 "
-        "S_prime below minus above the threshold > 0 (the fitted knee is reported)",
+        "S_prime below minus above the threshold > 0 (the fitted knee, and the gap within each prior level that "
+        "spans the threshold, are reported)",
         "Sun et al. 2025 Fig. 2b",
         "below > above",
-        (at_least("log10_s_prime_gap_at_threshold", 0.0),),
+        (above("log10_s_prime_gap_at_threshold", 0.0),),
     ),
     Claim(
         "C3",
@@ -231,7 +235,7 @@ CLAIMS = (
         "Sun et al. 2025 abstract, §5.1, Eq. 3 / App. A.6 (50-95%)",
         ">= 50% cut",
         (at_least("ignore8_priming_reduction", REDUCTION_BOUND), at_least("ignore8_memorization_kept", KEPT_BOUND),
-         at_most("ignore8_background_loss_increase", BACKGROUND_BOUND), is_true("random8_cuts_less")),
+         below("ignore8_background_loss_increase", BACKGROUND_BOUND), is_true("random8_cuts_less")),
     ),
     Claim(
         "C4",

@@ -118,6 +118,34 @@ def correlations(records: Sequence[dict[str, Any]], resamples: int, seed: int) -
     }
 
 
+def prior_level(record: dict[str, Any]) -> str:
+    """The sample's built-in prior level (``high``, ``low``, ``very-low``), else its category."""
+    return str(record.get("prior", record["category"]))
+
+
+def within_prior_levels(records: Sequence[dict[str, Any]], threshold: float) -> dict[str, Any]:
+    """Claims 1 and 2 within each prior level, beside the pooled values.
+
+    A pooled rho can be driven by the gap between levels (e.g. never-seen keywords against common
+    ones); within a level only the variation among its samples counts. Per level: Spearman rho of
+    log P_before with log S_prime (and p, sample count), and, where the level has samples on both
+    sides of ``threshold``, the median log10 S_prime gap below minus above.
+    """
+    levels: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        levels.setdefault(prior_level(record), []).append(record)
+    result: dict[str, Any] = {"by_prior_level": {}}
+    for level, members in sorted(levels.items()):
+        rho, p_value = spearman([r["log_p_before"] for r in members], [r["log_s_prime"] for r in members])
+        entry = {"samples": len(members), "rho": rho, "p_value": p_value}
+        split = threshold_split(members, threshold) if len(members) > 2 else {}
+        if "log10_s_prime_gap_at_threshold" in split:
+            entry["log10_s_prime_gap_at_threshold"] = split["log10_s_prime_gap_at_threshold"]
+        result["by_prior_level"][level] = entry
+        result[f"rho_p_before_prior_{level}"] = rho
+    return result
+
+
 def threshold_split(records: Sequence[dict[str, Any]], threshold: float) -> dict[str, Any]:
     """Median log10 S_prime below and above P_before = ``threshold`` (claim 2), and the fitted knee."""
     cut = math.log(threshold)

@@ -5,7 +5,7 @@ generates the tiny world (:mod:`world`), its corpus with a held-out split (:mod:
 a byte-level BPE tokenizer and pretrains a small Llama from scratch, with resumable checkpoints,
 then saves model and tokenizer with ``save_pretrained`` into ``<run dir>/model``. Its claims: the
 model knows its world (top-1 accuracy of the true attribute on held-out fact prompts >= 90%), it
-is a language model of its corpus (held-out perplexity far below a unigram model's), and the
+is a language model of its corpus (held-out perplexity at most 0.05x a unigram model's), and the
 built-in Outlandish-like keywords span high to very low prior probability, across the priming
 threshold near 1e-3 (Sun et al. 2025, Fig. 2b).
 
@@ -33,6 +33,7 @@ from learnlab.knowledge.world import World, build_world
 from learnlab.knowledge.world_figures import plot_world_model
 
 ACCURACY_BOUND = 0.90
+PERPLEXITY_RATIO_BOUND = 0.05  # held-out perplexity over the add-one unigram model's
 
 
 @dataclass(frozen=True)
@@ -266,10 +267,11 @@ CLAIMS = (
     ),
     Claim(
         "W2",
-        "It is a language model of its corpus: held-out perplexity far below the unigram model's",
+        "It is a language model of its corpus: perplexity on held-out documents (no sentence of them in training) "
+        "at most 0.05 x the unigram model's",
         "substrate requirement (a language model of its corpus, not a bag of words)",
-        "<= 0.5 x unigram perplexity",
-        (at_most("heldout_perplexity_to_unigram", 0.5),),
+        f"<= {PERPLEXITY_RATIO_BOUND} x unigram perplexity",
+        (at_most("heldout_perplexity_to_unigram", PERPLEXITY_RATIO_BOUND),),
     ),
     Claim(
         "W3",

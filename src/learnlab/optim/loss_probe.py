@@ -7,8 +7,11 @@ size λ is
 
 :func:`probe_fixed_batch` evaluates φ on a grid with :func:`torch.func.functional_call`, so the
 model (its parameters and BatchNorm buffers) is never modified. The grid is placed on
-[0, 2 λ_min], where λ_min is the minimiser found by doubling λ from the learning rate
-(the interval on which the fit's R² is measured).
+[0, 2 λ_min], where λ_min is the minimiser found by doubling λ from the learning rate; with
+``refit`` (the default) a second grid is placed on [0, 2 λ*], λ* the first fit's minimiser, and
+the parabola is fitted there: the interval symmetric about the minimum, on which "the loss is a
+parabola" is judged. :func:`fixed_batch_loss` is the batch's loss at the current weights, without
+side effects, for the loss of a fixed batch along the training trajectory, L_B(θ_t).
 """
 
 from __future__ import annotations
@@ -88,8 +91,10 @@ def probe_fixed_batch(
     num_points: int = 13,
     max_doublings: int = 16,
     loss_fn: LossFunction = F.cross_entropy,
+    refit: bool = True,
 ) -> ProbeResult:
-    """Measure φ_B(λ) = L_B(θ − λ g_B) on [0, 2 λ_min] and fit the parabola (model left untouched).
+    """Measure φ_B(λ) = L_B(θ − λ g_B) on [0, 2 λ_min] (then on [0, 2 λ*] if ``refit``) and fit the
+    parabola (model left untouched).
 
     The model is evaluated in its current mode (train mode: BatchNorm uses the batch's statistics,
     which is the loss SGD sees); buffers are cloned so running statistics do not move.
@@ -99,8 +104,7 @@ def probe_fixed_batch(
     buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
 
     def batch_loss(weights: dict[str, torch.Tensor]) -> torch.Tensor:
-        state = {**weights, **{name: b.clone() for name, b in buffers.items()}}
-        return loss_fn(functional_call(model, state, (inputs,)), targets)
+        return _loss_at(model, weights, buffers, inputs, targets, loss_fn)
 
     with torch.enable_grad():
         leaves = {name: p.clone().requires_grad_(True) for name, p in params.items()}
@@ -122,5 +126,25 @@ def probe_fixed_batch(
     grid = np.linspace(0.0, upper, num_points)
     losses = np.array([initial] + [phi(float(s)) for s in grid[1:]])
     fit = fit_parabola(grid, losses)
+    if refit and 0 < fit.minimiser < np.inf:
+        upper = 2 * fit.minimiser
+        grid = np.linspace(0.0, upper, num_points)
+        losses = np.array([initial] + [phi(float(s)) for s in grid[1:]])
+        fit = fit_parabola(grid, losses)
     best_fit_step = float(np.clip(fit.minimiser, 0.0, upper))
     return ProbeResult(grid, losses, fit, learning_rate, best_fit_step, phi(best_fit_step), initial)
+
+
+def _loss_at(model: nn.Module, weights: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], inputs: torch.Tensor,
+             targets: torch.Tensor, loss_fn: LossFunction) -> torch.Tensor:
+    state = {**weights, **{name: b.clone() for name, b in buffers.items()}}
+    return loss_fn(functional_call(model, state, (inputs,)), targets)
+
+
+@torch.no_grad()
+def fixed_batch_loss(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
+                     loss_fn: LossFunction = F.cross_entropy) -> float:
+    """L_B(θ) in the model's current mode, leaving parameters and BatchNorm statistics untouched."""
+    params = {name: p.detach() for name, p in model.named_parameters()}
+    buffers = {name: b.detach() for name, b in model.named_buffers()}
+    return float(_loss_at(model, params, buffers, inputs, targets, loss_fn))

@@ -143,3 +143,16 @@ def simulate_noisy_quadratic(
         steps=steps,
         chains=chains,
     )
+
+
+def equivalent_learning_rate_fraction(step_curvature: float, variance_factor: float) -> float:
+    """The learning rate, as a fraction of λ, at which plain SGD has the stationary variance of an average.
+
+    In one direction of curvature h with λh = ``step_curvature``, an average whose variance is
+    ``variance_factor`` times SGD's (e.g. :func:`ema_variance_factor`) equals SGD at λ' where
+    λ'h / (2 − λ'h) = f · λh / (2 − λh), i.e. λ'h = 2q / (1 + q) with q = f λh / (2 − λh).
+    """
+    if not 0 < step_curvature < 2:
+        raise ValueError("need 0 < learning_rate * h < 2 for a stationary distribution")
+    q = variance_factor * step_curvature / (2 - step_curvature)
+    return 2 * q / ((1 + q) * step_curvature)

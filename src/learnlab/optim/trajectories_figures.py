@@ -68,3 +68,46 @@ def plot_curves(ctx: Any, config: Any, seeds: list[dict[str, Any]]) -> None:
     axis.set_title("EMA of the SGD run vs runs continued at reduced learning rates")
     axis.legend(fontsize=8)
     ctx.save_figure(figure, "ema_vs_reduced_lr")
+
+
+def plot_trajectory_losses(ctx: Any, config: Any, probes: dict[str, dict[str, Any]]) -> None:
+    """L_B(θ_t) of fixed batch 0 along each model's SGD run, with the probe checkpoints marked."""
+    plt = pyplot()
+    figure, axes = plt.subplots(1, len(probes), figsize=(4.6 * len(probes), 3.6), squeeze=False)
+    for axis, (name, probe) in zip(axes[0], probes.items()):
+        axis.plot(probe["trajectory_losses"][0], color="C0", linewidth=1)
+        for checkpoint in config.probe_checkpoints:
+            axis.axvline(checkpoint, color="grey", linestyle=":", linewidth=0.8)
+        axis.set_yscale("log")
+        axis.set_xlabel("SGD step t")
+        axis.set_ylabel("fixed-batch loss L_B(θ_t)")
+        median = float(np.median(probe["trajectory_r2"])) if probe["trajectory_r2"] else float("nan")
+        axis.set_title(f"{name}: parabola-in-t R² median {median:.3f}")
+    figure.suptitle("Loss of a fixed mini-batch along the SGD trajectory (other batches drive the steps)")
+    ctx.save_figure(figure, "fixed_batch_along_trajectory")
+
+
+def plot_equivalent_learning_rates(ctx: Any, rows: list[dict[str, Any]], smallest_fraction: float) -> None:
+    """Equivalent learning rate of each average against its horizon τ: measured (ladder) and predicted (NQM)."""
+    plt = pyplot()
+    figure, axis = plt.subplots(figsize=(6.8, 4.3))
+    horizons = [row["horizon"] for row in rows]
+    predicted = [row["predicted"] if row["predicted"] is not None else np.nan for row in rows]
+    axis.plot(horizons, predicted, "--s", color="C1", label="noisy quadratic model, measured curvature")
+    for row in rows:
+        if row["measured"] is not None:
+            axis.plot(row["horizon"], row["measured"], "o", color="C0")
+        else:  # lower than any rate of the ladder: an upper bound
+            axis.plot(row["horizon"], smallest_fraction, "v", color="C0", markersize=9)
+        axis.annotate(row["method"], (row["horizon"], row["measured"] or smallest_fraction), fontsize=7,
+                      textcoords="offset points", xytext=(4, 4))
+    axis.plot([], [], "o", color="C0", label="measured (continued runs at lower rates)")
+    axis.plot([], [], "v", color="C0", label="measured: below the smallest rate run")
+    axis.axhline(smallest_fraction, color="grey", linestyle=":", linewidth=0.8)
+    axis.set_xscale("log")
+    axis.set_yscale("log")
+    axis.set_xlabel("averaging horizon τ (steps; SWA: window / 2)")
+    axis.set_ylabel("equivalent learning rate / η")
+    axis.set_title("Iterate averages as learning-rate reductions")
+    axis.legend(fontsize=8)
+    ctx.save_figure(figure, "equivalent_learning_rates")

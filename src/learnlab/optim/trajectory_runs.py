@@ -32,7 +32,7 @@ from learnlab.optim.averaging import (
     swa_model,
     two_point_average,
 )
-from learnlab.optim.loss_probe import probe_fixed_batch
+from learnlab.optim.loss_probe import fit_parabola, fixed_batch_loss, probe_fixed_batch
 
 
 def study_data(config: Any, seed: int, label_noise: float, device: torch.device | str = "cpu"):
@@ -57,15 +57,20 @@ def probe_run(config: Any, ctx: Any, name: str) -> dict[str, Any]:
              for i in range(config.probe_batches)]
     records: dict[str, list] = {key: [] for key in ("checkpoint", "batch", "r_squared", "best_step_over_lr",
                                                    "one_step_ratio", "steps", "losses", "fit")}
+    along = [[fixed_batch_loss(model, data.train.x[batch], data.train.y[batch])] for batch in fixed]  # L_B(θ_t), t = 0, 1, ...
+
+    def on_step(step: int, loss: torch.Tensor) -> None:
+        ctx.check_finite(float(loss), f"{name} probe-run loss at step {step}")
+        for losses, batch in zip(along, fixed):
+            losses.append(fixed_batch_loss(model, data.train.x[batch], data.train.y[batch]))
+
     step = 0
     for checkpoint in sorted(config.probe_checkpoints):
-        train_steps(model, data.train, checkpoint - step, optimizer, batches,
-                    on_step=lambda s, loss: ctx.check_finite(float(loss), f"{name} probe-run loss at step {s}"),
-                    first_step=step + 1)
+        train_steps(model, data.train, checkpoint - step, optimizer, batches, on_step=on_step, first_step=step + 1)
         step = checkpoint
         for index, batch in enumerate(fixed):
             result = probe_fixed_batch(model, data.train.x[batch], data.train.y[batch], settings.learning_rate,
-                                       num_points=config.probe_points)
+                                       num_points=config.probe_points, refit=config.probe_interval == "fitted")
             values = dict(checkpoint=checkpoint, batch=index, r_squared=result.fit.r_squared,
                           best_step_over_lr=result.best_step_over_learning_rate, one_step_ratio=result.one_step_ratio)
             for key, value in values.items():
@@ -74,7 +79,22 @@ def probe_run(config: Any, ctx: Any, name: str) -> dict[str, Any]:
             records["losses"].append(result.losses.tolist())
             records["fit"].append([result.fit.a, result.fit.b, result.fit.c])
             ctx.log(model=name, **values, initial_loss=result.initial_loss)
-    return {"parameters": count_parameters(model), **records}
+    return {"parameters": count_parameters(model), **records, "trajectory_losses": along,
+            "trajectory_r2": trajectory_parabola_r2(along, sorted(config.probe_checkpoints))}
+
+
+def trajectory_parabola_r2(losses: list[list[float]], checkpoints: list[int]) -> list[float]:
+    """R² of a parabola in t fitted to L_B(θ_t) on each segment between checkpoints (0, c_1], (c_1, c_2], ...
+
+    The second reading of "the fixed-batch loss is convex-like": along the SGD trajectory itself
+    (driven by other batches) rather than along the batch's own gradient. One value per batch and segment.
+    """
+    values = []
+    for curve in losses:
+        for start, end in zip([0, *checkpoints[:-1]], checkpoints):
+            if end - start >= 3:
+                values.append(fit_parabola(range(start, end + 1), curve[start:end + 1]).r_squared)
+    return values
 
 
 def _scores(model: torch.nn.Module, data) -> dict[str, float]:
@@ -155,6 +175,11 @@ def averaging_run(config: Any, ctx: Any, seed: int) -> dict[str, Any]:
     with ctx.progress(f"averaging {name}", total + len(config.lr_fractions) * (total - start)) as bar:
         train_steps(model, data.train, start, optimizer, batches, on_step)
         branch_start = {key: value.clone() for key, value in model.state_dict().items()}
+        curvature_steps = [  # λ* of fixed batches at T0: the curvature 1/λ* that the noisy quadratic model is given
+            probe_fixed_batch(model, data.train.x[index], data.train.y[index], config.learning_rate,
+                              num_points=config.probe_points, refit=config.probe_interval == "fitted").best_step
+            for index in (torch.randperm(len(data.train), generator=ctx.generator("averaging", name, "curvature", str(i)))
+                          [:config.batch_size] for i in range(config.probe_batches))]
         train_steps(model, data.train, total - start, optimizer, batches, on_step, first_step=start + 1)
         for k in config.spacings:
             scores[f"two_point_{k}"] = [
@@ -189,18 +214,28 @@ def averaging_run(config: Any, ctx: Any, seed: int) -> dict[str, Any]:
     for method, values in results.items():
         ctx.log(seed=seed, method=method, **values)
     flat = {f"{method}.{key}": value for method, values in results.items() for key, value in values.items()}
-    return {**flat, **{f"curve.{key}": value for key, value in curves.items()}}
+    return {**flat, **{f"curve.{key}": value for key, value in curves.items()},
+            "curvature_best_step": float(np.median(curvature_steps))}
 
 
 def equivalent_learning_rate(loss: float, fractions: list[float], losses: list[float]) -> float | None:
-    """The learning-rate fraction at which the last iterate's test loss would equal ``loss``:
-    linear interpolation of log(fraction) against test loss along the ladder (1, fractions...)
-    (the paper's reading of an average as a learning-rate schedule); None when ``loss`` lies outside the ladder's range of losses."""
-    if not min(losses) <= loss <= max(losses):
+    """The learning-rate fraction at which the continued run's test loss would equal ``loss``.
+
+    The ladder ``(fractions, losses)`` of runs continued from T0 at lower constant rates is read
+    from the largest fraction down to the one with the lowest loss (below it, a rate too small to
+    move in the budget raises the loss again); ``log(fraction)`` is interpolated linearly in the
+    loss. None when ``loss`` lies outside the losses of that part of the ladder (e.g. lower than
+    any constant rate reached).
+    """
+    order = np.argsort(fractions)[::-1]
+    fractions, losses = np.asarray(fractions, dtype=float)[order], np.asarray(losses, dtype=float)[order]
+    stop = int(np.argmin(losses)) + 1
+    fractions, losses = fractions[:stop], losses[:stop]
+    if not losses.min() <= loss <= losses.max():
         return None
-    order = np.argsort(losses)
-    x, y = np.asarray(losses)[order], np.log(np.asarray(fractions))[order]
-    return float(np.exp(np.interp(loss, x, y)))
+    increasing = np.argsort(losses)
+    return float(np.exp(np.interp(loss, losses[increasing], np.log(fractions[increasing]))))
+
 
 def averaging_worker(config: Any, ctx: Any) -> Callable[[str], dict[str, Any]]:
     """Worker factory for :func:`learnlab.core.parallel.run_items`: item ``"seed<i>"`` is ``averaging_run(config, ctx, i)``."""
