@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from learnlab.incontext.causal_transformer import CausalTransformer
@@ -124,3 +125,43 @@ def test_linear_attention_mask_multiply_equals_masked_matmul():
     slow_grads = torch.autograd.grad((slow * weights).sum(), (tokens, attention.qkv, attention.projection))
     for a, b in zip(fast_grads, slow_grads):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def _least_squares_mesa_model(d: int, lam: float, clip: float) -> CausalTransformer:
+    """Construction: one mesa head with key s_{t-1}, value s_t, query s_t, written into the prediction slot."""
+    heads, key_size = 2, d + 2  # a second head and spare key dimensions stay zero
+    model = CausalTransformer(embed_dim=4 * d, layers=("mesa",), num_heads=heads, key_size=key_size, clip=clip,
+                              readout_dim=d, dtype=torch.float64)
+    attention = model.blocks[0].attention
+    with torch.no_grad():
+        attention.qkv.zero_()
+        attention.projection.zero_()
+        for j in range(d):
+            attention.qkv[j, 2 * d + j] = 1.0                            # q_t = s_t
+            attention.qkv[heads * key_size + j, 3 * d + j] = 1.0         # k_t = s_{t-1}
+            attention.qkv[2 * heads * key_size + j, d + j] = 1.0         # v_t = s_t
+            attention.projection[j, j] = 1.0
+        attention.lam.fill_(lam)
+    return model
+
+
+def test_one_mesa_layer_can_be_least_squares_on_every_transition():
+    """The mesa layer sees the latest transition (s_{t-1} -> s_t, current token included): with ridge 1/lambda it
+    is ``least_squares_predictions(..., skip_latest=False)`` exactly."""
+    batch = sample_dynamics(DynamicsSpec(dim=4, seq_len=30), 16, torch.Generator().manual_seed(9), dtype=torch.float64)
+    model = _least_squares_mesa_model(4, lam=100.0, clip=0.0)
+    with torch.no_grad():
+        predictions = model.predict(constructed_tokens(batch.inputs))
+    expected = least_squares_predictions(batch.inputs, ridge=1e-2, skip_latest=False)
+    assert torch.allclose(predictions, expected, rtol=1e-9, atol=1e-11)
+    assert not torch.allclose(predictions, least_squares_predictions(batch.inputs, ridge=1e-2), atol=1e-3)
+
+
+def test_sandbox_clip_caps_a_least_squares_predictor_above_twice_least_squares():
+    """Why the mesa model's clip is 4 (claim C7): clipping exact least squares to ±1.5 costs > 2x at t >= 20."""
+    batch = sample_dynamics(DynamicsSpec(), 1024, torch.Generator().manual_seed(10), dtype=torch.float64)
+    predictions = least_squares_predictions(batch.inputs, 1e-3)
+    late = {clip: float(per_step_loss(predictions.clamp(-clip, clip), batch.targets)[20:].mean()) for clip in (1.5, 4.0)}
+    exact = float(per_step_loss(predictions, batch.targets)[20:].mean())
+    assert late[1.5] > 2 * exact
+    assert late[4.0] == pytest.approx(exact, rel=1e-3)

@@ -80,7 +80,7 @@ class TransformerBlock(nn.Module):
 
     def __init__(self, kind: str, embed_dim: int, num_heads: int = 4, key_size: int = 20,
                  layer_norm: bool = False, mlp_hidden: int = 0, init_std: float = 0.0002,
-                 mesa_chunk_size: int = 64, *, generator: torch.Generator | None = None,
+                 mesa_chunk_size: int = 64, mesa_lambda_init: float = 1.0, *, generator: torch.Generator | None = None,
                  dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> None:
         super().__init__()
         if kind not in ATTENTION_KINDS:
@@ -89,7 +89,8 @@ class TransformerBlock(nn.Module):
         self.kind = kind
         if kind == "mesa":
             self.attention: nn.Module = MesaLayer(embed_dim, num_heads, key_size, chunk_size=mesa_chunk_size,
-                                                  init_std=init_std, generator=generator, **factory)
+                                                  init_std=init_std, lambda_init=mesa_lambda_init, generator=generator,
+                                                  **factory)
         else:
             self.attention = CausalAttention(embed_dim, num_heads, key_size, softmax=kind == "softmax",
                                              init_std=init_std, generator=generator, **factory)
@@ -121,11 +122,13 @@ class CausalTransformer(nn.Module):
         clip: activations are clipped to ``±clip`` after every layer (0: no clipping; official 1.5).
         readout_dim: the prediction is ``output[..., :readout_dim]``.
         init_std: weights ~ N(0, init_std^2).
+        mesa_chunk_size, mesa_lambda_init: chunk size and initial per-head lambda of mesa layers
+            (official code: lambda 1, ridge penalty 1 / lambda; :class:`MesaLayer`).
     """
 
     def __init__(self, embed_dim: int = 40, layers: Sequence[str] = ("linear", "linear"), num_heads: int = 4,
                  key_size: int = 20, layer_norm: bool = False, mlp_hidden: int = 0, clip: float = 1.5,
-                 readout_dim: int = 10, init_std: float = 0.0002, mesa_chunk_size: int = 64, *,
+                 readout_dim: int = 10, init_std: float = 0.0002, mesa_chunk_size: int = 64, mesa_lambda_init: float = 1.0, *,
                  generator: torch.Generator | None = None, dtype: torch.dtype | None = None,
                  device: torch.device | str | None = None) -> None:
         super().__init__()
@@ -137,7 +140,7 @@ class CausalTransformer(nn.Module):
         self.clip, self.readout_dim = clip, readout_dim
         self.blocks = nn.ModuleList(
             TransformerBlock(kind, embed_dim, num_heads, key_size, layer_norm, mlp_hidden, init_std, mesa_chunk_size,
-                             generator=generator, dtype=dtype, device=device)
+                             mesa_lambda_init, generator=generator, dtype=dtype, device=device)
             for kind in layers
         )
 

@@ -8,7 +8,10 @@ Per head ``h`` and position ``t`` (keys ``k``, values ``v``, queries ``q`` of th
 
 **lambda convention** (the official code's): ``lambda_h`` is the learnable per-head parameter,
 initialised to 1, and the ridge penalty is ``1 / lambda_h`` (the inverse starts at ``lambda_h I``).
-A large ``lambda_h`` means weak regularisation.
+A large ``lambda_h`` means weak regularisation. Only the product of ``lambda_h`` and the squared
+key scale matters (scaling ``k`` and ``q`` by ``a`` equals scaling ``lambda_h`` by ``a^2``), and an
+optimiser such as Adam changes ``lambda_h`` by about its learning rate per step, so from the
+code's init (1) and small weights the effective ridge falls only as fast as the keys grow.
 
 Three code paths compute the same ``out`` (:func:`mesa_attention`, ``method=``):
 
@@ -227,7 +230,7 @@ class MesaLayer(nn.Module):
         method: ``"chunked"`` (default), ``"reference"`` or ``"recurrent"``; all give the same output.
         chunk_size: ``C`` of the chunked form.
         init_std: weights ~ N(0, init_std^2) (official code: 0.0002).
-        lambda_init: initial ``lambda`` of every head.
+        lambda_init: initial ``lambda`` of every head (official code: 1).
     """
 
     def __init__(
