@@ -98,7 +98,7 @@ class Claim:
     """A claim of the paper, checked against measured values.
 
     ``checks`` must all hold for the verdict ``pass``. ``paper_value`` is what the paper (or the
-    reference computation in the notes) reports, as text for the report.
+    reference computation) reports, as text for the report.
     """
 
     id: str
