@@ -6,8 +6,8 @@ from learnlab.cli import main
 from learnlab.core.errors import UserError
 from learnlab.core.registry import get_study
 from learnlab.core.runs import RunOptions, prepare_run
-from learnlab.incontext.noisy_icl import CLAIMS, PRESETS, STUDY, Config, _claim_metrics
-from learnlab.incontext.noisy_table1 import attainable_gdpp2, paper_value
+from learnlab.incontext.noisy_icl import CLAIMS, PRESETS, STUDY, Config
+from learnlab.incontext.noisy_table1 import attainable_gdpp2, claim_metrics, paper_value
 
 
 def test_config_validation_and_table():
@@ -70,7 +70,7 @@ def _verdicts(changes: dict[str, float]) -> dict[str, str]:
     for depth in (1, 2, 3):
         for key in KEYS:
             measured.setdefault(f"adjusted_full{depth}_{key}", measured[f"adjusted_diag{depth}_{key}"])
-    measured.update(_claim_metrics(config, measured, list(KEYS), config.noise_settings()))
+    measured.update(claim_metrics(config.layers, config.full_layers, measured, list(KEYS), config.noise_settings()))
     return {claim.id: claim.evaluate(measured)["verdict"] for claim in CLAIMS if claim.id in ("C3", "C4", "C5")}
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -387,7 +387,7 @@ def tune_gradient_descent(
     best: tuple[float, torch.Tensor] | None = None
     for start in starts[order]:
         parameters = start.clone().requires_grad_(True)
-        loss = _fit_lbfgs(lambda: half_mse(summary.predict(*expand(parameters)), summary.target), parameters, max_iter)
+        loss = fit_lbfgs(lambda: half_mse(summary.predict(*expand(parameters)), summary.target), parameters, max_iter)
         if math.isfinite(loss) and (best is None or loss < best[0]):
             best = (loss, parameters.detach())
     if best is None:
@@ -403,15 +403,17 @@ def tune_gradient_descent(
     return learner, train_loss
 
 
-def _fit_lbfgs(loss_fn, parameters: torch.Tensor, max_iter: int) -> float:
-    """Minimise ``loss_fn()`` over ``parameters`` (in place) with L-BFGS; return the final loss."""
+def fit_lbfgs(loss_fn, parameters: torch.Tensor | Iterable[torch.Tensor], max_iter: int, history_size: int = 20,
+              tolerance_change: float = 1e-13) -> float:
+    """Minimise ``loss_fn()`` over ``parameters`` (in place) with full-batch L-BFGS and a strong-Wolfe
+    line search; return the final loss."""
     optimizer = torch.optim.LBFGS(
-        [parameters],
+        [parameters] if isinstance(parameters, torch.Tensor) else list(parameters),
         lr=1.0,
         max_iter=max_iter,
-        history_size=20,
+        history_size=history_size,
         tolerance_grad=1e-10,
-        tolerance_change=1e-13,
+        tolerance_change=tolerance_change,
         line_search_fn="strong_wolfe",
     )
 

@@ -39,14 +39,12 @@ from learnlab.incontext.dynamics import DynamicsBatch, DynamicsSpec, constructed
 from learnlab.incontext.least_squares import gd_step_predictions, least_squares_predictions, per_step_baselines
 from learnlab.incontext.mesa_figures import per_t_figure, repurposing_figure, training_figure
 from learnlab.incontext.mesa_layer import check_mesa_identities
-from learnlab.incontext.prompt_tuning import (FewShotCurve, PromptTokens, TuningHistory, few_shot_baselines, few_shot_curve,
-                                              tune_prompt_tokens)
+from learnlab.incontext.prompt_tuning import FewShotCurve, PromptTokens, few_shot_baselines, few_shot_curve, tune_frozen_models
 from learnlab.incontext.sequence_training import SequenceTrainingSettings, evaluate_per_step, train_autoregressive
 
 # Reference values of the official code's sandbox notebook (run_sandbox.ipynb; the trained model's
 # test results are stored in performance_testresults.pkl, the baseline is its LeastSquaresSequenceSolver).
-LSQ_T0, LSQ_T10 = 1.676, 0.0856
-SANDBOX_MEAN_LOSS = 0.431
+LSQ_T0, LSQ_T10, SANDBOX_MEAN_LOSS = 1.676, 0.0856, 0.431
 LATE_START = 20
 MODELS = {"linear2": ("linear TF, 2 layers", ("linear", "linear")), "linear1": ("linear TF, 1 layer", ("linear",)),
           "mesa1": ("mesa TF, 1 layer", ("mesa",))}  # key: (label, attention kind per layer)
@@ -242,7 +240,7 @@ def run(config: Config, ctx: RunContext) -> dict[str, Any]:
     for key, result in untuned.items():
         measured.update(result.metrics(f"{key}_prompt"))
     tuned_models = {key: model for key, model in models.items() if key in config.prompt_tuned_models}
-    learned = ctx.stage("prompt_tuning", lambda: _tune_prompts(config, ctx, tuned_models))
+    learned = ctx.stage("prompt_tuning", lambda: tune_frozen_models(tuned_models, config, ctx))
     tuned = {}
     for key, model in tuned_models.items():
         tokens = PromptTokens(learned[f"{key}.eos"], learned[f"{key}.prefix"])
@@ -296,24 +294,6 @@ def _train(config: Config, ctx: RunContext, key: str, test: DynamicsBatch) -> di
     curve = evaluate_per_step(model, inputs, targets).cpu()
     return {**module_weights(model), "steps": history.steps, "test_losses": history.test_losses, "curve": curve.tolist(),
             "seconds_per_step": seconds / settings.steps}
-
-
-def _tune_prompts(config: Config, ctx: RunContext, models: dict[str, CausalTransformer]) -> dict[str, Any]:
-    """Learn the EOS and prefix states of each frozen model (paper §6, token fine-tuning)."""
-    result: dict[str, Any] = {}
-    for key, model in models.items():
-        generator, history, started = ctx.generator("prompt tuning", key), TuningHistory(), time.perf_counter()
-        what = f"{key} prompt-tuning loss"
-        with ctx.training_progress(f"tune EOS + prefix ({key})", config.prompt_tuning_steps, what) as on_step:
-            tokens = tune_prompt_tokens(model, config.dim, config.prompt_tuning_examples, config.prompt_tuning_steps,
-                                        config.prompt_tuning_lr, config.prompt_prefix_length, config.prompt_tuning_batch_size,
-                                        config.noise, generator, history=history, on_step=on_step)
-        seconds = time.perf_counter() - started
-        first, last = history.first_and_last()
-        ctx.log(model=key, prompt_tuning_first_loss=first, prompt_tuning_last_loss=last, prompt_tuning_seconds=seconds)
-        result.update({f"{key}.eos": tokens.eos.cpu(), f"{key}.prefix": tokens.prefix.cpu(), f"{key}.losses": history.losses,
-                       f"{key}.first_loss": first, f"{key}.last_loss": last, f"{key}.seconds": seconds})
-    return result
 
 
 CLAIMS = (

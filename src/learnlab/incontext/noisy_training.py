@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
+from learnlab.incontext.gradient_descent import fit_lbfgs
 from learnlab.incontext.linear_transformer_variants import (
     LinearTransformer,
     MomentTraining,
@@ -189,22 +190,12 @@ def fit_on_fixed_set(variant: str, depth: int, data: NoisySet, starts: int = 6, 
             model.p[..., 1] = 0.2 * (1 + 0.5 * torch.randn(shape, generator=generator, dtype=torch.float64))
             model.q[..., 0] = -0.16 * (1 + 0.5 * torch.randn(shape, generator=generator, dtype=torch.float64))
             model.p[..., 0] = 0.2 * torch.randn(shape, generator=generator, dtype=torch.float64)
-        optimizer = torch.optim.LBFGS(model.parameters(), lr=1.0, max_iter=max_iter, history_size=50,
-                                      line_search_fn="strong_wolfe", tolerance_grad=1e-10, tolerance_change=1e-14)
 
         def adjusted() -> torch.Tensor:
             weights = model.effective_weights(data.moments.unsqueeze(0))[0]
             return (query_averaged_loss(weights, data.teacher) - data.oracle_loss).mean()
 
-        def closure() -> torch.Tensor:
-            optimizer.zero_grad()
-            loss = adjusted()
-            loss.backward()
-            return loss
-
-        optimizer.step(closure)
-        with torch.no_grad():
-            loss = adjusted().item()
+        loss = fit_lbfgs(adjusted, model.parameters(), max_iter, history_size=50, tolerance_change=1e-14)
         if loss < best[1]:
             best = ({name: parameter.detach().clone() for name, parameter in model.named_parameters()}, loss)
     return best

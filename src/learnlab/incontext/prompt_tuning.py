@@ -33,6 +33,7 @@ Usable without the study machinery::
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -281,3 +282,26 @@ def few_shot_baselines(counts: Sequence[int], tasks: int, seed: int, dim: int, n
         solved = torch.linalg.solve(gram, query.unsqueeze(-1))
         lsq.append(0.5 * ((y.transpose(1, 2) @ (x @ solved)).squeeze(-1) - target).pow(2).sum(-1))
     return {"gd1": FewShotCurve.from_per_task(counts, gd1), "lsq": FewShotCurve.from_per_task(counts, lsq)}
+
+
+def tune_frozen_models(models: dict[str, nn.Module], config: Any, ctx: Any) -> dict[str, Any]:
+    """Learn the EOS and prefix states of each frozen model (von Oswald et al. 2023, §6, token fine-tuning).
+
+    ``config`` has the ``mesa`` study's ``dim``, ``noise`` and ``prompt_*`` fields; ``ctx`` is a run
+    context (random streams, a progress bar that stops on a NaN loss, ``log``). Returns, per model
+    key, ``<key>.eos``, ``<key>.prefix``, the loss history, its first and last window means and the seconds.
+    """
+    result: dict[str, Any] = {}
+    for key, model in models.items():
+        generator, history, started = ctx.generator("prompt tuning", key), TuningHistory(), time.perf_counter()
+        what = f"{key} prompt-tuning loss"
+        with ctx.training_progress(f"tune EOS + prefix ({key})", config.prompt_tuning_steps, what) as on_step:
+            tokens = tune_prompt_tokens(model, config.dim, config.prompt_tuning_examples, config.prompt_tuning_steps,
+                                        config.prompt_tuning_lr, config.prompt_prefix_length, config.prompt_tuning_batch_size,
+                                        config.noise, generator, history=history, on_step=on_step)
+        seconds = time.perf_counter() - started
+        first, last = history.first_and_last()
+        ctx.log(model=key, prompt_tuning_first_loss=first, prompt_tuning_last_loss=last, prompt_tuning_seconds=seconds)
+        result.update({f"{key}.eos": tokens.eos.cpu(), f"{key}.prefix": tokens.prefix.cpu(), f"{key}.losses": history.losses,
+                       f"{key}.first_loss": first, f"{key}.last_loss": last, f"{key}.seconds": seconds})
+    return result
