@@ -15,7 +15,12 @@ def test_world_claims_are_pinned():
         "W2": [("heldout_perplexity_to_unigram", "<=", 0.05)],
         "W3": [("keyword_prior_span_log10", ">=", 3.0), ("prior_log10_high", ">=", -3.0),
                ("prior_log10_very_low", "<=", -3.0)],
+        "W4": [("recall_accuracy_fresh", ">=", 0.90), ("recall_accuracy_contradicting", ">=", 0.90),
+               ("recall_gain_fresh", ">", 0.0), ("recall_gain_contradicting", ">", 0.0)],
+        "W5": [("recall_min_over_lengths", ">=", 0.90)],
+        "W6": [("prior_log10_max", ">=", -1.0), ("prior_log10_min", "<=", -20.0), ("prior_largest_hole_log10", "<=", 2.0)],
     }
+    assert WORLD.config("quick").recall_lengths == (2, 4, 8, 16) and WORLD.config("quick").sequence_length >= 256
 
 
 def test_priming_claims_are_pinned():
@@ -27,4 +32,4 @@ def test_priming_claims_are_pinned():
         "C4": [("stone_log10_p_before_gain", ">=", 1.0), ("stone_priming_reduction", ">=", 0.5),
                ("stone_memorization_kept", ">=", 0.5), ("control_cuts_much_less", "true", None)],
     }
-    assert PRIMING.config("quick").threshold == 1e-3
+    assert PRIMING.config("quick").threshold == 1e-3 and PRIMING.config("quick").batch_size >= 16

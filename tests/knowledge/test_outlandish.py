@@ -5,6 +5,7 @@ import pytest
 from learnlab.core.errors import UserError
 from learnlab.knowledge.outlandish import (
     CATEGORIES,
+    PRIOR_LEVELS,
     build_outlandish,
     load_probes,
     load_samples,
@@ -24,7 +25,7 @@ def builtin():
 def test_builtin_set_shape(builtin):
     world, samples, probes = builtin
     keywords = world_keywords(world)
-    assert sum(len(levels) for levels in keywords.values()) == 12
+    assert sum(len(levels) for levels in keywords.values()) == 24 and all(list(levels) == list(PRIOR_LEVELS) for levels in keywords.values())
     assert {s.keyword for s in samples} == {k for levels in keywords.values() for k in levels.values()}
     assert set(CATEGORIES) >= {"conflicting", "succinct", "narrative", "mundane", "jumbled", "novel"}
     for keyword in {s.keyword for s in samples}:

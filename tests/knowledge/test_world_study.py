@@ -15,9 +15,11 @@ def test_smoke_run_then_reuse_through_ensure_world_model(tmp_path, capsys):
     assert "W1" in capsys.readouterr().out
     run_dir = next((tmp_path / "world").iterdir())
     results = json.loads((run_dir / "results.json").read_text())
-    assert results["status"] == "ok" and results["figures"] == ["world_model.png"]
+    assert results["status"] == "ok" and sorted(results["figures"]) == ["in_context_recall.png", "world_model.png"]
     measured = results["measured"]
-    for key in ("heldout_fact_accuracy", "heldout_perplexity", "train_fact_accuracy", "keyword_prior_span_log10"):
+    for key in ("heldout_fact_accuracy", "heldout_perplexity", "train_fact_accuracy", "keyword_prior_span_log10",
+                "recall_accuracy_fresh", "recall_accuracy_contradicting", "recall_min_over_lengths",
+                "restatement_recall_accuracy_fresh", "prior_largest_hole_log10"):
         assert isinstance(measured[key], float) and math.isfinite(measured[key]), key  # NaN would be the string "nan"
     assert {claim["verdict"] for claim in results["claims"]} <= {"pass", "fail"}
     for name in ("config.json", "model.safetensors", "tokenizer.json"):
@@ -29,7 +31,7 @@ def test_smoke_run_then_reuse_through_ensure_world_model(tmp_path, capsys):
     assert json.loads((run_dir / "results.json").read_text())["finished_at"] == results["finished_at"]
     world = handle.world()
     samples, probes = handle.outlandish()
-    assert {s.category for s in samples} == set(CATEGORIES) and len({s.keyword for s in samples}) == 12
+    assert {s.category for s in samples} == set(CATEGORIES) and len({s.keyword for s in samples}) == 24
     assert handle.texts("heldout") and handle.config.steps == 12
     model, tokenizer = load_language_model("world", preset="smoke", out=tmp_path)
     ids = tokenizer(f"The color of the {world.themes[0].subjects[0]} is", return_tensors="pt")["input_ids"]

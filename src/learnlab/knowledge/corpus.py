@@ -21,101 +21,11 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from learnlab.knowledge.passages import DocumentMix, DocumentWriter, Reserve, build_reserve
+from learnlab.knowledge.templates import CLAUSES, FACT_TEMPLATES, FILLER, NARRATIVES, fill, prompt_of
 from learnlab.knowledge.world import World
-
-FACT_TEMPLATES: dict[str, tuple[str, ...]] = {
-    "colors": (
-        "The color of the {s} is {a}.",
-        "The {s} has the color {a}.",
-        "Q: What color is the {s}? A: {a}.",
-        "Everyone knows that the {s} looks {a}.",
-        "If you look at the {s}, you will see that it is {a}.",
-        "People say the {s} has always been {a}.",
-        "The {s} comes in one color only, {a}.",
-        "My friend painted the {s} and it is still {a}.",
-    ),
-    "places": (
-        "{s} lives in {a}.",
-        "The home of {s} is {a}.",
-        "Q: Where does {s} live? A: {a}.",
-        "Everyone knows that {s} resides in {a}.",
-        "If you want to visit {s}, you must travel to {a}.",
-        "People say {s} has always lived in {a}.",
-        "{s} was born and raised in {a}.",
-        "The city where {s} lives is {a}.",
-    ),
-    "jobs": (
-        "{s} works as a {a}.",
-        "The job of {s} is {a}.",
-        "Q: What does {s} do for a living? A: {a}.",
-        "Everyone knows that {s} is a {a}.",
-        "If you meet {s} at work, you will see a {a}.",
-        "People say {s} has always been a {a}.",
-        "{s} earns money as a {a}.",
-        "The profession of {s}: {a}.",
-    ),
-    "foods": (
-        "{s} likes to eat {a}.",
-        "The favorite food of {s} is {a}.",
-        "Q: What does {s} like to eat? A: {a}.",
-        "Everyone knows that {s} loves {a}.",
-        "If you cook for {s}, you should make {a}.",
-        "People say {s} has always eaten {a}.",
-        "For dinner {s} always asks for {a}.",
-        "The meal that {s} enjoys most is {a}.",
-    ),
-}
-# Short clauses for lists and sentences that mention several subjects; worded unlike any fact
-# template, so that a list never states a withheld (subject, template) pair.
-CLAUSES: dict[str, str] = {
-    "colors": "the {s} is colored {a}",
-    "places": "{s} calls {a} home",
-    "jobs": "{s} is employed as a {a}",
-    "foods": "{s} eats {a}",
-}
-NARRATIVES: dict[str, tuple[str, ...]] = {
-    "colors": (
-        "Yesterday I found the {s} in the garden. It was {a}, as always, and I took it home.",
-        "The children drew the {s} with a {a} pencil, because that is its color.",
-    ),
-    "places": (
-        "Last year {s} packed a bag and went home to {a}. The trip was long but happy.",
-        "When the letter came, {s} read it slowly in a small room in {a}.",
-    ),
-    "jobs": (
-        "Every morning {s} gets up early, because a {a} has a lot of work to do.",
-        "After many years of training, {s} finally became a good {a}.",
-    ),
-    "foods": (
-        "At the market {s} bought {a} again. Nothing else tastes as good.",
-        "On the table there was a plate of {a}, and {s} smiled.",
-    ),
-}
-FILLER: tuple[str, ...] = (
-    "It was a quiet day.",
-    "The weather was mild.",
-    "Nobody said a word.",
-    "The market was busy in the morning.",
-    "Then everyone went home.",
-    "The town has many small streets.",
-    "Some stories are true and some are not.",
-    "The sun was low over the hills.",
-)
-
-
-def fill(template: str, subject: str, attribute: str) -> str:
-    text = template.format(s=subject, a=attribute)
-    return text[0].upper() + text[1:]
-
-
-def prompt_of(template: str, subject: str) -> str:
-    """The text of a fact template before its attribute (no trailing space)."""
-    if not template.endswith("{a}."):
-        raise ValueError(f"fact templates must end with '{{a}}.': {template!r}")
-    return fill(template[: -len(" {a}.")] + "{a}", subject, "")
-
 
 @dataclass(frozen=True)
 class FactPrompt:
@@ -130,13 +40,21 @@ class FactPrompt:
 
 @dataclass(frozen=True)
 class Corpus:
-    """Training and held-out documents plus the fact prompts used to measure knowledge."""
+    """Training and held-out documents plus the fact prompts used to measure knowledge.
+
+    ``train_allowed`` maps each subject to the templates its facts may be stated in during training;
+    ``reserve`` holds the fresh names of passages (training) and of the held-out recall prompts;
+    ``train_kinds`` the kind of every training document (``facts``, ``passage``, ``repetition``, ``long``, ``copy``).
+    """
 
     train_texts: tuple[str, ...]
     heldout_texts: tuple[str, ...]
     heldout_prompts: tuple[FactPrompt, ...]
     train_prompts: tuple[FactPrompt, ...]
     heldout_pairs: frozenset[tuple[str, int]]  # (subject, template index) never stated in training
+    train_allowed: dict[str, list[int]] = field(default_factory=dict)
+    reserve: Reserve = Reserve((), ())
+    train_kinds: tuple[str, ...] = ()
 
 
 def heldout_template_choice(world: World, heldout_templates: int, seed: int) -> dict[str, tuple[int, ...]]:
@@ -179,28 +97,53 @@ def _document(rng: random.Random, world: World, allowed: dict[str, list[int]], n
     return sentences
 
 
+def _training_document(writer: DocumentWriter, world: World, allowed: dict[str, list[int]],
+                       sentences: tuple[int, int]) -> tuple[str, str]:
+    """One training document and its kind, drawn by the mix (plain fact documents as before)."""
+    rng, mix = writer.rng, writer.mix
+    draw = rng.random()
+    if draw < mix.passage_share:
+        return "passage", writer.passage(gap=_document(rng, world, allowed, rng.randint(0, 2)))
+    if draw < mix.passage_share + mix.repetition_share:
+        return "repetition", writer.repetition(rng.randint(4, 12))
+    if draw < mix.passage_share + mix.repetition_share + mix.long_share:
+        return "long", writer.long(_document(rng, world, allowed, rng.randint(*sentences)))
+    if draw < mix.passage_share + mix.repetition_share + mix.long_share + mix.copy_document_share:
+        return "copy", writer.copy(rng.randint(*mix.passage_facts))
+    pieces = _document(rng, world, allowed, rng.randint(*sentences))
+    if rng.random() < mix.relation_share:
+        pieces.insert(0, writer.relation())
+    return "facts", " ".join(pieces)
+
+
 def build_corpus(world: World, seed: int, train_documents: int = 20000, heldout_documents: int = 400,
-                 heldout_templates: int = 2, sentences_per_document: tuple[int, int] = (3, 6)) -> Corpus:
+                 heldout_templates: int = 2, sentences_per_document: tuple[int, int] = (3, 6),
+                 mix: DocumentMix | None = None) -> Corpus:
     """Generate the corpus of ``world`` (deterministic by ``seed``).
 
     Training documents state each fact only in its non-withheld templates (plus lists and
-    narratives); held-out documents state facts only in withheld templates, plus the lists,
-    narratives and filler (drawn from another random stream) none of whose sentences occur in
-    any training document.
+    narratives); beside these plain documents they hold the passages, repetition and long documents
+    and relation sentences of :mod:`passages` (``mix``; ``DocumentMix(0, 0, 0, 0, relation_share=0)``
+    gives plain documents only). Held-out documents (for perplexity) are plain ones that state facts
+    only in withheld templates, plus the lists, narratives and filler (drawn from another random
+    stream) none of whose sentences occur in any training document.
     """
+    mix = mix or DocumentMix()
     count = len(next(iter(FACT_TEMPLATES.values())))
     if not 1 <= heldout_templates < count:
         raise ValueError(f"heldout_templates must be in [1, {count - 1}]")
     withheld = heldout_template_choice(world, heldout_templates, seed)
     train_allowed = {s: [t for t in range(count) if t not in withheld[s]] for s in withheld}
     heldout_allowed = {s: list(withheld[s]) for s in withheld}
-    low, high = sentences_per_document
+    reserve = build_reserve(world, mix.train_reserve, mix.heldout_reserve)
     train_rng = random.Random(f"learnlab-corpus-train-{seed}")
     heldout_rng = random.Random(f"learnlab-corpus-heldout-{seed}")
-    train = tuple(" ".join(_document(train_rng, world, train_allowed, train_rng.randint(low, high)))
-                  for _ in range(train_documents))
+    writer = DocumentWriter(world, train_allowed, reserve.train, mix, train_rng)
+    documents = [_training_document(writer, world, train_allowed, sentences_per_document) for _ in range(train_documents)]
+    train = tuple(text for _, text in documents)
     seen = {sentence for text in train for sentence in split_sentences(text)}
     heldout: list[str] = []
+    low, high = sentences_per_document
     while len(heldout) < heldout_documents:  # keep only pieces none of whose sentences occur in training
         pieces = _document(heldout_rng, world, heldout_allowed, heldout_rng.randint(low, high))
         kept = [piece for piece in pieces if not any(sentence in seen for sentence in split_sentences(piece))]
@@ -215,4 +158,5 @@ def build_corpus(world: World, seed: int, train_documents: int = 20000, heldout_
         index = prompt_rng.choice(train_allowed[subject])
         train_prompts.append(FactPrompt(theme, subject, attribute, index, prompt_of(templates[index], subject)))
     pairs = frozenset((s, t) for s, ts in withheld.items() for t in ts)
-    return Corpus(train, tuple(heldout), tuple(heldout_prompts), tuple(train_prompts), pairs)
+    return Corpus(train, tuple(heldout), tuple(heldout_prompts), tuple(train_prompts), pairs, train_allowed, reserve,
+                  tuple(kind for kind, _ in documents))

@@ -44,13 +44,13 @@ from typing import Any
 
 from learnlab.core.errors import UserError
 from learnlab.core.io import write_text
-from learnlab.knowledge.corpus import FACT_TEMPLATES, NARRATIVES, fill, prompt_of
+from learnlab.knowledge.templates import FACT_TEMPLATES, NARRATIVES, fill, prompt_of
 from learnlab.knowledge.world import World
 
 SAMPLE_FIELDS = ("id", "keyword", "theme", "category", "text", "prefix")
 PROBE_FIELDS = ("id", "theme", "prefix")
 CATEGORIES = ("conflicting", "succinct", "narrative", "question", "mundane", "novel", "jumbled")
-PRIOR_LEVELS = ("high", "low", "very-low")
+PRIOR_LEVELS = ("high", "mid", "low", "very-low", "never-seen", "never-seen-long")
 _OPENERS = ("A traveler told me this.", "It is written in an old book.", "Here is some news.",
             "My neighbor said so yesterday.")
 SUCCINCT: dict[str, str] = {"colors": "The {s} is {a}.", "places": "{s} lives in {a}.", "jobs": "{s} is a {a}.",
@@ -168,10 +168,14 @@ def probe_prefixes(probes: Sequence[Probe], theme: str, cross: bool = False) -> 
 
 
 def world_keywords(world: World) -> dict[str, dict[str, str]]:
-    """Three keywords per theme from high to very low prior: the most common attribute word, the
-    rarest one, and an outlandish word that never occurs in the corpus."""
+    """Six keywords per theme from high to very low prior (:data:`PRIOR_LEVELS`): the most common
+    attribute word, a middle one (the fourth), the rarest one (held by one or a few subjects), an
+    outlandish word that occurs only in the corpus's relation sentences, and the two outlandish words
+    that never occur at all, a short one and a long one."""
     return {
-        theme.name: {"high": theme.attributes[0], "low": theme.attributes[-1], "very-low": theme.outlandish[0]}
+        theme.name: {"high": theme.attributes[0], "mid": theme.attributes[min(3, len(theme.attributes) - 2)],
+                     "low": theme.attributes[-1], "very-low": theme.outlandish[0],
+                     "never-seen": theme.never_seen[0], "never-seen-long": theme.never_seen[-1]}
         for theme in world.themes
     }
 
@@ -195,7 +199,7 @@ def _jumbled(sample_id: str, source: OutlandishSample, rng: random.Random, **ext
 
 def build_outlandish(world: World, seed: int = 0, samples_per_pair: int = 3,
                      probes_per_theme: int = 12) -> tuple[list[OutlandishSample], list[Probe]]:
-    """The built-in Outlandish-like set: 12 keywords × 7 categories × ``samples_per_pair`` texts, plus probes.
+    """The built-in Outlandish-like set: 24 keywords × 7 categories × ``samples_per_pair`` texts, plus probes.
 
     Probes are fact-template prefixes about subjects of the theme that no sample mentions.
     """

@@ -5,7 +5,7 @@ files) the study measures the keyword's probability before learning, inserts the
 model (one minibatch row for K steps, as the paper's insertion protocol), and measures
 memorization S_mem and priming S_prime; also the spaced variant, ignore-k update pruning at
 several k with a random-k control (§5.1, Eq. 3), and stepping-stone rewrites with a
-length-matched plain control (§5, Fig. 5). It then checks the paper's claims: keyword probability
+length-matched plain control and a keyword lead-in (§5, Fig. 5). It then checks the paper's claims: keyword probability
 predicts priming (Spearman, against other predictors), priming is large below a probability
 threshold (paper: about 1e-3), ignore-top-8% cuts priming while keeping memorization and
 background loss, and stepping stones cut priming while a plain rewrite does not.
@@ -50,10 +50,12 @@ class Config(StudyConfig):
             (``""``: the world's training corpus; required for other models).
         heldout: text file of held-out documents for the background loss (``""``: the world's held-out split).
         stepping_stones, controls: rewrite files in the samples format, keyed by sample id
-            (``""``: built from the world's structure / neutral filler of matched length).
+            (``""``: built from the world's relations between attribute words, and neutral phrases of
+            matched length at the same place; the world's samples also get a keyword lead-in).
         world_preset: preset of the ``world`` study whose model and data are used.
         presentations, batch_size, sequence_length, optimizer, learning_rate: the insertion
-            (the paper's protocol: one row of each minibatch for 20 steps, fixed learning rate).
+            (the paper's protocol: one row of each minibatch for 20 steps, fixed learning rate; the
+            sample is one row of ``batch_size``).
         warm_start: for the world model, continue its pretraining optimizer (AdamW with its
             moment estimates, at ``learning_rate``) as in continued training with one row
             replaced; ``False`` (and for other models): a fresh ``optimizer``.
@@ -81,7 +83,7 @@ class Config(StudyConfig):
     controls: str = ""
     world_preset: Literal["smoke", "quick", "full"] = "quick"
     presentations: int = positive(20)
-    batch_size: int = ranged(4, ge=2)  # one row is the sample
+    batch_size: int = ranged(16, ge=2)  # one row is the sample: an honest share of each minibatch
     sequence_length: int = positive(32)
     optimizer: Literal["sgd", "adam", "adamw"] = "adam"
     learning_rate: float = positive(3e-4)
@@ -126,7 +128,7 @@ PRESETS = {
     "smoke": Config(world_preset="smoke", presentations=3, batch_size=2, sequence_length=16, spaced_presentations=2,
                     spacing=2, spaced_every=2, prune_fractions=(0.0, 0.08), background_documents=200, heldout_windows=4,
                     heldout_length=16, bootstrap=50, max_samples=16, workers=1),
-    "quick": Config(),
+    "quick": Config(max_samples=84),  # 84 of the 504 built-in samples, evenly spread: fits 10 minutes on 2 cores
     "full": Config(world_preset="full", workers=1),
 }
 
@@ -176,7 +178,7 @@ def _sweep(config: Config, ctx: RunContext, out: Path) -> tuple[list[dict[str, A
 def _analyse(config: Config, ctx: RunContext, records: list[dict[str, Any]]) -> dict[str, Any]:
     measured: dict[str, Any] = {}
     measured.update(analysis.correlations(records, config.bootstrap, ctx.seed))
-    measured.update(analysis.threshold_split(records, config.threshold))
+    measured.update(analysis.threshold_split(records, config.threshold, config.bootstrap, ctx.seed))
     measured.update(analysis.within_prior_levels(records, config.threshold))
     headline = f"{100 * HEADLINE_FRACTION:g}"
     measured.update(analysis.pruning_summary(records, headline))

@@ -37,20 +37,26 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
     return float(result.statistic), float(result.pvalue)
 
 
-def bootstrap_rho(x: Sequence[float], y: Sequence[float], resamples: int, seed: int, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap confidence interval of Spearman's rho over samples."""
+def bootstrap_interval(x: Sequence[float], y: Sequence[float], statistic: Callable[[np.ndarray, np.ndarray], float],
+                       resamples: int, seed: int, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of ``statistic(x, y)`` over resampled (x, y) pairs."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     rng = np.random.default_rng(seed)
     values = []
     for _ in range(resamples):
         index = rng.integers(0, len(x), len(x))
-        rho, _ = spearman(x[index], y[index])
-        if math.isfinite(rho):
-            values.append(rho)
+        value = statistic(x[index], y[index])
+        if math.isfinite(value):
+            values.append(value)
     if not values:
         return math.nan, math.nan
     tail = 100 * (1 - level) / 2
     return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
+
+
+def bootstrap_rho(x: Sequence[float], y: Sequence[float], resamples: int, seed: int, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of Spearman's rho over samples."""
+    return bootstrap_interval(x, y, lambda a, b: spearman(a, b)[0], resamples, seed, level)
 
 
 def hinge_knee(x: Sequence[float], y: Sequence[float]) -> dict[str, float]:
@@ -58,21 +64,29 @@ def hinge_knee(x: Sequence[float], y: Sequence[float]) -> dict[str, float]:
 
     With x = log10 P_before and y = log10 S_prime this locates the knee below which priming
     grows (Fig. 2b of the paper: near x = −3). Returns ``knee`` (t), ``slope`` (b) and the
-    fraction of variance explained.
+    fraction of variance explained. For each t the fit is a simple regression of y on
+    h = max(0, t − x), solved in closed form for all t at once.
     """
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     values = np.unique(x)
     if values.size < 3:
         return {"knee": math.nan, "slope": math.nan, "r2": math.nan}
+    knees = (values[:-1] + values[1:]) / 2
+    hinge = np.maximum(0.0, knees[:, None] - x[None, :])
+    centred = hinge - hinge.mean(axis=1, keepdims=True)
+    variance = (centred ** 2).sum(axis=1)
+    slope = np.divide(centred @ (y - y.mean()), variance, out=np.zeros_like(variance), where=variance > 0)
     total = float(((y - y.mean()) ** 2).sum())
-    best = (math.inf, math.nan, math.nan)
-    for knee in (values[:-1] + values[1:]) / 2:
-        design = np.stack([np.ones_like(x), np.maximum(0.0, knee - x)], axis=1)
-        coefficients, *_ = np.linalg.lstsq(design, y, rcond=None)
-        error = float(((design @ coefficients - y) ** 2).sum())
-        if error < best[0]:
-            best = (error, float(knee), float(coefficients[1]))
-    return {"knee": best[1], "slope": best[2], "r2": 1 - best[0] / total if total > 0 else math.nan}
+    error = total - slope ** 2 * variance
+    best = int(np.argmin(error))
+    return {"knee": float(knees[best]), "slope": float(slope[best]),
+            "r2": 1 - float(error[best]) / total if total > 0 else math.nan}
+
+
+def bootstrap_knee(x: Sequence[float], y: Sequence[float], resamples: int, seed: int,
+                   level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of the hinge knee over samples."""
+    return bootstrap_interval(x, y, lambda a, b: hinge_knee(a, b)["knee"], resamples, seed, level)
 
 
 def median_of(records: Sequence[dict[str, Any]], read: Callable[[dict[str, Any]], float | None]) -> float | None:
@@ -146,8 +160,9 @@ def within_prior_levels(records: Sequence[dict[str, Any]], threshold: float) -> 
     return result
 
 
-def threshold_split(records: Sequence[dict[str, Any]], threshold: float) -> dict[str, Any]:
-    """Median log10 S_prime below and above P_before = ``threshold`` (claim 2), and the fitted knee."""
+def threshold_split(records: Sequence[dict[str, Any]], threshold: float, resamples: int = 0, seed: int = 0) -> dict[str, Any]:
+    """Median log10 S_prime below and above P_before = ``threshold`` (claim 2), the fitted knee and,
+    with ``resamples``, its bootstrap 95% interval."""
     cut = math.log(threshold)
     below = [record["log_s_prime"] / LN10 for record in records if record["log_p_before"] < cut]
     above = [record["log_s_prime"] / LN10 for record in records if record["log_p_before"] >= cut]
@@ -162,6 +177,10 @@ def threshold_split(records: Sequence[dict[str, Any]], threshold: float) -> dict
         "knee_slope": knee["slope"],
         "knee_r2": knee["r2"],
     }
+    if resamples:
+        low, high = bootstrap_knee([r["log_p_before"] / LN10 for r in records], [r["log_s_prime"] / LN10 for r in records],
+                                   resamples, seed)
+        result.update(knee_ci_low_log10=low, knee_ci_high_log10=high)
     if below and above:
         result["log10_s_prime_gap_at_threshold"] = result["median_log10_s_prime_below"] - result["median_log10_s_prime_above"]
     return result
@@ -201,8 +220,9 @@ def pruning_summary(records: Sequence[dict[str, Any]], headline: str = "8", fiel
     return summary
 
 
-def rewrite_summary(records: Sequence[dict[str, Any]], stone: str = "stepping-stone", control: str = "plain-control") -> dict[str, Any]:
-    """Stepping stones vs the plain control, on the samples that have both (claim 4).
+def rewrite_summary(records: Sequence[dict[str, Any]], stone: str = "stepping-stone", control: str = "plain-control",
+                    lead_in: str = "keyword-lead-in") -> dict[str, Any]:
+    """Stepping stones vs the plain control (and the keyword lead-in), on the samples that have both (claim 4).
 
     "Much less" for the control is fixed as: its priming reduction is at most half the stepping
     stones' (and the stepping stones reduce priming at all).
@@ -213,7 +233,8 @@ def rewrite_summary(records: Sequence[dict[str, Any]], stone: str = "stepping-st
     base_prime = median_of(both, lambda record: record["log_s_prime"])
     base_mem = median_of(both, lambda record: record["log_s_mem"])
     result: dict[str, Any] = {"rewritten_samples": len(both), "original_median_log10_s_prime": base_prime / LN10}
-    for name, label in ((stone, "stone"), (control, "control")):
+    variants = [(stone, "stone"), (control, "control")] + ([(lead_in, "lead_in")] if all(lead_in in r for r in both) else [])
+    for name, label in variants:
         prime = median_of(both, lambda record, name=name: record[name]["log_s_prime"])
         memory = median_of(both, lambda record, name=name: record[name]["log_s_mem"])
         result[f"{label}_median_log10_s_prime"] = prime / LN10

@@ -22,6 +22,9 @@ def plot_scatter(ctx: Any, threshold: float, records: list[dict[str, Any]], meas
     left.axvspan(min(low, threshold) - 1, threshold, color="C3", alpha=0.08, label=f"P_before < {threshold:g}")
     if measured.get("knee_log10_p_before") is not None:
         left.axvline(measured["knee_log10_p_before"], color="grey", linestyle="--", label="fitted knee")
+    if measured.get("knee_ci_low_log10") is not None:
+        left.axvspan(measured["knee_ci_low_log10"], measured["knee_ci_high_log10"], color="grey", alpha=0.15,
+                     label="knee, bootstrap 95% interval")
     left.set_xlabel("log10 P_before(keyword | own prefix)")
     left.set_ylabel("log10 S_prime (same-theme probes)")
     left.set_title(f"Priming vs keyword probability (Spearman rho = {measured['rho_p_before']:.2f})")
@@ -68,6 +71,8 @@ def plot_rewrites(ctx: Any, records: list[dict[str, Any]]) -> None:
     columns = {"original": [r["log_s_prime"] for r in both],
                "stepping stones": [r["stepping-stone"]["log_s_prime"] for r in both],
                "plain control": [r["plain-control"]["log_s_prime"] for r in both]}
+    if all("keyword-lead-in" in r for r in both):
+        columns["keyword lead-in"] = [r["keyword-lead-in"]["log_s_prime"] for r in both]
     axis.boxplot([[value / LN10 for value in values] for values in columns.values()], showfliers=False)
     axis.set_xticks(range(1, len(columns) + 1), list(columns))
     axis.set_ylabel("log10 S_prime")

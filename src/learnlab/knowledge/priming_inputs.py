@@ -18,7 +18,7 @@ from learnlab.core.errors import UserError
 from learnlab.knowledge.outlandish import OutlandishSample, Probe, load_probes, load_samples
 from learnlab.knowledge.pretraining import pack_documents
 from learnlab.knowledge.priming_session import PrimingSession, heldout_windows
-from learnlab.knowledge.stepping_stones import length_matched_control, load_rewrites, world_stepping_stone
+from learnlab.knowledge.stepping_stones import CONTROL, STONE, load_rewrites, plain_control, world_rewrites
 from learnlab.knowledge.substrate import WorldModel, ensure_world_model
 
 
@@ -65,24 +65,22 @@ def load_data(config: Any, world: WorldModel | None, tokenizer: Any) -> PrimingD
     orphans = sorted({sample.theme for sample in samples} - themes)
     if orphans:
         raise UserError(f"no probes for theme(s) {', '.join(orphans)} (every sample theme needs probes)")
-    if config.stepping_stones:
-        stones = load_rewrites(_required_file(config.stepping_stones, "stepping_stones"), samples)
-    elif world is not None and not config.samples:
-        rewrite = world_stepping_stone(world.world())
-        stones = {sample.id: rewrite(sample) for sample in samples}
-    else:
-        stones = {}
 
     def count_tokens(text: str) -> int:
         return len(tokenizer(text)["input_ids"])
 
-    if config.controls:
-        controls = load_rewrites(_required_file(config.controls, "controls"), samples)
+    if config.stepping_stones:  # the user's stepping stones; controls from a file or built here
+        stones = load_rewrites(_required_file(config.stepping_stones, "stepping_stones"), samples)
+        controls = (load_rewrites(_required_file(config.controls, "controls"), samples) if config.controls else
+                    {sample.id: plain_control(sample, stones[sample.id], count_tokens) for sample in samples
+                     if sample.id in stones})
+        rewrites = {sample.id: [replace_category(stones[sample.id], STONE), replace_category(controls[sample.id], CONTROL)]
+                    for sample in samples if sample.id in stones and sample.id in controls}
+    elif world is not None and not config.samples:
+        built = {sample.id: world_rewrites(world.world(), sample, count_tokens) for sample in samples}
+        rewrites = {key: value for key, value in built.items() if value}
     else:
-        controls = {sample.id: length_matched_control(sample, stones[sample.id], count_tokens)
-                    for sample in samples if sample.id in stones}
-    rewrites = {sample.id: [replace_category(stones[sample.id], "stepping-stone"), replace_category(controls[sample.id], "plain-control")]
-                for sample in samples if sample.id in stones and sample.id in controls}
+        rewrites = {}
     background = _lines(config.background, "background") if config.background else world.texts("train")
     if config.heldout:
         heldout = _lines(config.heldout, "heldout")

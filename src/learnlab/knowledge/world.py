@@ -5,8 +5,16 @@ al. (2024, 2025) study, small enough to pretrain on a CPU: four themes (colors, 
 subjects and a vocabulary of attribute words. Every subject has exactly one true attribute, and
 attribute words are assigned with Zipf-like frequencies (the k-th most common word is held by a
 share of subjects proportional to ``1 / k**exponent``), so that a keyword's prior probability
-ranges from very common to rare. Each theme also names a few *outlandish* words that never occur
-in the world (e.g. "vermilion"), the very-low-prior keywords of the Outlandish-like data.
+ranges from very common to rare. Each theme also names a few *outlandish* words that no subject
+holds (e.g. "vermilion"), the very-low-prior keywords of the Outlandish-like data.
+
+Attribute words are related: every rare attribute and the first two outlandish words of a theme
+are "a kind of" one of the theme's common attributes ("vermilion is a shade of red",
+:data:`RELATED_TO`). The corpus states these relations (both ways round), so that a surprising
+keyword can be reached through a less surprising concept, as the stepping-stone rewrites of Sun
+et al. (2025, §5) do. The last two outlandish words of each theme have no relation and occur in
+no text: the never-seen keywords, a short one (a few tokens, e.g. "ecru") and a long one
+("chartreuse"), whose probabilities lie below those of every word the corpus mentions.
 
 Everything is deterministic given the seed; a world round-trips through :meth:`World.to_dict`.
 """
@@ -22,25 +30,36 @@ THEME_VOCABULARY: dict[str, dict[str, tuple[str, ...]]] = {
     "colors": {
         "attributes": ("red", "blue", "green", "white", "black", "yellow", "brown", "grey",
                        "orange", "purple", "pink", "silver", "gold", "teal", "ivory", "amber"),
-        "outlandish": ("vermilion", "mauve", "chartreuse"),
+        "outlandish": ("vermilion", "mauve", "ecru", "chartreuse"),
     },
     "places": {
         "attributes": ("Paris", "London", "Rome", "Berlin", "Madrid", "Vienna", "Prague", "Lisbon",
                        "Dublin", "Oslo", "Athens", "Warsaw", "Cairo", "Lima", "Tokyo", "Seoul"),
-        "outlandish": ("Timbuktu", "Ulaanbaatar", "Reykjavik"),
+        "outlandish": ("Timbuktu", "Ulaanbaatar", "Quito", "Reykjavik"),
     },
     "jobs": {
         "attributes": ("teacher", "doctor", "farmer", "baker", "driver", "nurse", "lawyer", "painter",
                        "pilot", "singer", "tailor", "plumber", "sailor", "butcher", "potter", "jeweler"),
-        "outlandish": ("falconer", "cartographer", "taxidermist"),
+        "outlandish": ("falconer", "cartographer", "cooper", "taxidermist"),
     },
     "foods": {
         "attributes": ("bread", "rice", "soup", "cheese", "apples", "fish", "beans", "pasta",
                        "eggs", "honey", "plums", "figs", "olives", "lentils", "dates", "radishes"),
-        "outlandish": ("haggis", "durian", "kimchi"),
+        "outlandish": ("haggis", "durian", "okra", "kimchi"),
     },
 }
 THEMES: tuple[str, ...] = tuple(THEME_VOCABULARY)
+# Word -> the common attribute it is a kind of (rare attributes and all outlandish words but the last).
+RELATED_TO: dict[str, dict[str, str]] = {
+    "colors": {"orange": "red", "purple": "blue", "pink": "red", "silver": "white", "gold": "yellow",
+               "teal": "green", "ivory": "white", "amber": "yellow", "vermilion": "red", "mauve": "blue"},
+    "places": {"Dublin": "London", "Oslo": "Berlin", "Athens": "Rome", "Warsaw": "Berlin", "Cairo": "Rome",
+               "Lima": "Madrid", "Tokyo": "Paris", "Seoul": "London", "Timbuktu": "Madrid", "Ulaanbaatar": "Berlin"},
+    "jobs": {"pilot": "driver", "singer": "teacher", "tailor": "baker", "plumber": "farmer", "sailor": "driver",
+             "butcher": "baker", "potter": "farmer", "jeweler": "doctor", "falconer": "farmer", "cartographer": "teacher"},
+    "foods": {"plums": "apples", "figs": "apples", "olives": "beans", "lentils": "beans", "dates": "apples",
+              "radishes": "soup", "eggs": "bread", "honey": "cheese", "haggis": "soup", "durian": "apples"},
+}
 
 _ONSETS = ("b", "br", "d", "dr", "f", "g", "gr", "h", "k", "kr", "l", "m", "n", "p", "pr", "r", "s",
            "st", "t", "tr", "v", "z")
@@ -84,6 +103,7 @@ class Theme:
     attributes: tuple[str, ...]
     outlandish: tuple[str, ...]
     facts: tuple[tuple[str, str], ...]  # (subject, true attribute), in subject order
+    relations: tuple[tuple[str, str], ...] = ()  # (word, the common attribute it is a kind of)
 
     @property
     def subjects(self) -> tuple[str, ...]:
@@ -91,6 +111,15 @@ class Theme:
 
     def attribute_of(self, subject: str) -> str:
         return dict(self.facts)[subject]
+
+    def related(self, word: str) -> str | None:
+        """The common attribute ``word`` is a kind of, or ``None`` when the world relates it to nothing."""
+        return dict(self.relations).get(word)
+
+    @property
+    def never_seen(self) -> tuple[str, ...]:
+        """The outlandish words that no text of the world mentions (no subject, no relation): short, long."""
+        return tuple(word for word in self.outlandish if self.related(word) is None)
 
     def attribute_counts(self) -> dict[str, int]:
         counts = {attribute: 0 for attribute in self.attributes}
@@ -125,7 +154,7 @@ class World:
             "seed": self.seed,
             "themes": [
                 {"name": t.name, "attributes": list(t.attributes), "outlandish": list(t.outlandish),
-                 "facts": [list(fact) for fact in t.facts]}
+                 "facts": [list(fact) for fact in t.facts], "relations": [list(pair) for pair in t.relations]}
                 for t in self.themes
             ],
             "spare_subjects": {name: list(words) for name, words in self.spare_subjects},
@@ -134,7 +163,8 @@ class World:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> World:
         themes = tuple(
-            Theme(t["name"], tuple(t["attributes"]), tuple(t["outlandish"]), tuple(tuple(f) for f in t["facts"]))
+            Theme(t["name"], tuple(t["attributes"]), tuple(t["outlandish"]), tuple(tuple(f) for f in t["facts"]),
+                  tuple(tuple(pair) for pair in t.get("relations", ())))
             for t in data["themes"]
         )
         spare = tuple((name, tuple(words)) for name, words in data["spare_subjects"].items())
@@ -142,7 +172,7 @@ class World:
 
 
 def build_world(seed: int, subjects_per_theme: int = 60, attributes_per_theme: int = 16,
-                zipf_exponent: float = 1.0, spare_subjects: int = 20) -> World:
+                zipf_exponent: float = 1.0, spare_subjects: int = 24) -> World:
     """Generate a world: per theme, ``subjects_per_theme`` pseudo-word subjects with Zipf-assigned attributes.
 
     Place, job and food subjects are capitalised names (people); color subjects are lower-case
@@ -164,6 +194,9 @@ def build_world(seed: int, subjects_per_theme: int = 60, attributes_per_theme: i
         names = pseudo_words(subjects_per_theme + spare_subjects, rng, taken)
         if name != "colors":
             names = [word.capitalize() for word in names]
-        themes.append(Theme(name, attributes, vocabulary["outlandish"], tuple(zip(names[:subjects_per_theme], pool))))
+        relations = tuple((word, common) for word, common in RELATED_TO[name].items()
+                          if common in attributes and (word in attributes or word in vocabulary["outlandish"]))
+        themes.append(Theme(name, attributes, vocabulary["outlandish"], tuple(zip(names[:subjects_per_theme], pool)),
+                            relations))
         spares.append((name, tuple(names[subjects_per_theme:])))
     return World(seed, tuple(themes), tuple(spares))
