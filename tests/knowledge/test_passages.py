@@ -6,7 +6,7 @@ import torch
 
 from learnlab.knowledge.passages import (DocumentMix, DocumentWriter, RecallPrompt, build_reserve, recall_prompts,
                                          relation_sentences)
-from learnlab.knowledge.world_model import in_context_recall, prior_coverage
+from learnlab.knowledge.world_evaluation import in_context_recall, prior_coverage
 from tests.knowledge.conftest import word_tokenizer
 
 
@@ -95,7 +95,7 @@ def test_recall_metric_on_a_hand_made_copying_model():
         RecallPrompt("contradicting", 4, "Po", "Here story . Bo lives in Paris . Po lives in Rome . Po lives in",
                      "Po lives in", "Rome", "Paris"),
     ]
-    measured = in_context_recall(model, tokenizer, prompts, batch=3)
+    measured = in_context_recall(model, tokenizer, prompts, batch=3, bound=0.90)
     assert measured["recall_accuracy_fresh"] == 0.5 and measured["recall_accuracy_contradicting"] == 1.0
     assert measured["recall_accuracy_fresh_no_passage"] == 0.0 and measured["recall_gain_contradicting"] == 1.0
     assert measured["recall_by_length"] == {"2": {"fresh": 1.0, "contradicting": 1.0},
@@ -105,9 +105,9 @@ def test_recall_metric_on_a_hand_made_copying_model():
 
 
 def test_prior_coverage_finds_the_widest_hole_within_the_span():
-    assert prior_coverage([-0.5, -2.0, -20.5, -3.0, -5.5]) == {
+    assert prior_coverage([-0.5, -2.0, -20.5, -3.0, -5.5], top=-1.0, bottom=-20.0) == {
         "prior_log10_max": -0.5, "prior_log10_min": -20.5, "prior_largest_hole_log10": 14.5}
     # Below 1e-20 a gap does not count; a span end that no value reaches does.
     closed = [-0.5 - 1.5 * k for k in range(14)] + [-40.0]
-    assert prior_coverage(closed)["prior_largest_hole_log10"] == 1.5
-    assert prior_coverage([-3.0, -4.0])["prior_largest_hole_log10"] == 16.0
+    assert prior_coverage(closed, top=-1.0, bottom=-20.0)["prior_largest_hole_log10"] == 1.5
+    assert prior_coverage([-3.0, -4.0], top=-1.0, bottom=-20.0)["prior_largest_hole_log10"] == 16.0

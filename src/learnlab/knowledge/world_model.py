@@ -17,10 +17,7 @@ Other studies get the model through :mod:`learnlab.knowledge.substrate`.
 
 from __future__ import annotations
 
-import math
-import statistics
 import time
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,10 +26,11 @@ import torch
 from learnlab.core import Claim, RunContext, Study, StudyConfig, above, at_least, at_most, nonnegative, positive, ranged
 from learnlab.core.io import write_json, write_text
 from learnlab.knowledge.corpus import Corpus, build_corpus
-from learnlab.knowledge.outlandish import PRIOR_LEVELS, build_outlandish, keyword_corpus_counts, load_samples, world_keywords, write_jsonl
-from learnlab.knowledge.passages import GROUPS, DocumentMix, RecallPrompt, recall_prompts
+from learnlab.knowledge import world_evaluation as evaluation
+from learnlab.knowledge.outlandish import PRIOR_LEVELS, build_outlandish, load_samples, write_jsonl
+from learnlab.knowledge.passages import DocumentMix, recall_prompts
 from learnlab.knowledge.pretraining import PretrainSettings, pack_documents, pretrain
-from learnlab.knowledge.probability import greedy_recall, keyword_log_probs, perplexity
+from learnlab.knowledge.probability import perplexity
 from learnlab.knowledge.world import World, build_world
 from learnlab.knowledge.world_figures import plot_recall, plot_world_model
 
@@ -169,16 +167,7 @@ def _prepare_data(config: Config, ctx: RunContext, world: World, corpus: Corpus)
     stream = pack_documents(token_lists, tokenizer.eos_token_id)
     ctx.log(vocab_size=len(tokenizer), train_tokens=stream.numel(), facts=len(world.facts()))
     return {"stream": stream, "vocab_size": len(tokenizer), "train_tokens": stream.numel(),
-            "document_tokens": _document_tokens(corpus.train_kinds, [len(ids) for ids in token_lists])}
-
-
-def _document_tokens(kinds: tuple[str, ...], lengths: list[int]) -> dict[str, dict[str, float]]:
-    """Per document kind: how many documents, and the fewest, median and most tokens."""
-    by_kind: dict[str, list[int]] = {}
-    for kind, length in zip(kinds, lengths):
-        by_kind.setdefault(kind, []).append(length)
-    return {kind: {"documents": len(values), "token_share": sum(values) / sum(lengths), "min": min(values),
-                   "median": statistics.median(values), "max": max(values)} for kind, values in sorted(by_kind.items())}
+            "document_tokens": evaluation.document_tokens(corpus.train_kinds, [len(ids) for ids in token_lists])}
 
 
 def _pretrain(config: Config, ctx: RunContext, stream: torch.Tensor) -> dict[str, Any]:
@@ -204,142 +193,28 @@ def _pretrain(config: Config, ctx: RunContext, stream: torch.Tensor) -> dict[str
             "pretrain_seconds": time.perf_counter() - started}
 
 
-def _unigram_perplexity(tokenizer: Any, train: list[int], texts: tuple[str, ...]) -> float:
-    """Perplexity of the add-one unigram model of the training tokens on ``texts`` (a baseline)."""
-    counts = Counter(train)
-    total, vocab = len(train), len(tokenizer)
-    nll, count = 0.0, 0
-    for text in texts:
-        for token in tokenizer(text)["input_ids"][1:]:
-            nll -= math.log((counts.get(token, 0) + 1) / (total + vocab))
-            count += 1
-    return math.exp(nll / count)
-
-
 def _evaluate(config: Config, ctx: RunContext, world: World, corpus: Corpus, stream: torch.Tensor) -> dict[str, Any]:
+    """W1-W6 on the trained model: facts, perplexity, keyword priors and in-context recall."""
     from learnlab.knowledge.models import load_causal_lm
 
     model, tokenizer = load_causal_lm(ctx.run_dir / "model", ctx.device)
     batch = config.eval_batch_size
-    heldout, trained = corpus.heldout_prompts, corpus.train_prompts
-    correct = greedy_recall(model, tokenizer, [p.prompt for p in heldout], [p.attribute for p in heldout], batch)
-    train_correct = greedy_recall(model, tokenizer, [p.prompt for p in trained], [p.attribute for p in trained], batch)
-    # Ranking among the theme's attribute words (multi-token safe), and the majority-attribute baseline.
-    pairs = [(p.prompt, candidate) for p in heldout for candidate in world.theme(p.theme).attributes]
-    scores = keyword_log_probs(model, tokenizer, [prompt for prompt, _ in pairs], [word for _, word in pairs], batch)
-    ranked, start = [], 0
-    for prompt in heldout:
-        candidates = world.theme(prompt.theme).attributes
-        best = int(scores.log_prob[start:start + len(candidates)].argmax())
-        ranked.append(candidates[best] == prompt.attribute)
-        start += len(candidates)
-    majority = [p.attribute == world.theme(p.theme).attributes[0] for p in heldout]
-    by_theme = {
-        theme.name: float(correct[[p.theme == theme.name for p in heldout]].float().mean()) for theme in world.themes
-    }
+    measured = evaluation.fact_recall(model, tokenizer, world, corpus, batch)
     heldout_perplexity = perplexity(model, tokenizer, corpus.heldout_texts, batch)
-    unigram = _unigram_perplexity(tokenizer, stream.tolist(), corpus.heldout_texts)
-    measured = {
-        "heldout_fact_accuracy": float(correct.float().mean()),
-        "heldout_fact_prompts": len(heldout),
-        "heldout_candidate_accuracy": float(sum(ranked) / len(ranked)),
-        "train_fact_accuracy": float(train_correct.float().mean()),
-        "majority_baseline_accuracy": float(sum(majority) / len(majority)),
-        "heldout_perplexity": heldout_perplexity,
-        "unigram_perplexity": unigram,
-        "heldout_perplexity_to_unigram": heldout_perplexity / unigram,
-        **{f"heldout_fact_accuracy_{name}": value for name, value in by_theme.items()},
-    }
-    measured.update(_keyword_priors(ctx, model, tokenizer, world, corpus, batch))
+    unigram = evaluation.unigram_perplexity(tokenizer, stream.tolist(), corpus.heldout_texts)
+    measured.update(heldout_perplexity=heldout_perplexity, unigram_perplexity=unigram,
+                    heldout_perplexity_to_unigram=heldout_perplexity / unigram)
+    samples = load_samples(ctx.run_dir / "data" / "outlandish.jsonl")
+    measured.update(evaluation.keyword_priors(model, tokenizer, world, corpus, samples, batch))
+    measured.update(evaluation.prior_coverage(measured.pop("sample_log10_priors"), PRIOR_TOP_LOG10, PRIOR_BOTTOM_LOG10))
     prompts = recall_prompts(world, corpus.train_allowed, corpus.reserve, config.recall_lengths, config.recall_prompts, ctx.seed)
-    measured.update(in_context_recall(model, tokenizer, prompts, batch))
+    measured.update(evaluation.in_context_recall(model, tokenizer, prompts, batch, RECALL_BOUND))
     restated = recall_prompts(world, corpus.train_allowed, corpus.reserve, config.recall_lengths, config.recall_prompts,
                               ctx.seed, same_wording=True)  # the statement's own words: copying suffices
-    copied = in_context_recall(model, tokenizer, restated, batch)
+    copied = evaluation.in_context_recall(model, tokenizer, restated, batch, RECALL_BOUND)
     measured.update({f"restatement_{key}": copied[key] for key in ("recall_accuracy_fresh", "recall_accuracy_contradicting")})
     ctx.log(**{key: value for key, value in measured.items() if not isinstance(value, dict)})
     return measured
-
-
-def in_context_recall(model: Any, tokenizer: Any, prompts: list[RecallPrompt], batch: int) -> dict[str, Any]:
-    """Top-1 (greedy) recall of the passage's attribute after the passage, and of the same question alone.
-
-    Per group (fresh subject / known subject with a contradicting attribute), pooled over the
-    passage lengths and per length; for the contradicting group also how often the question alone
-    gives the world's attribute (the prior the passage must override). ``recall_first_length_below``
-    is the shortest passage length at which either group falls below :data:`RECALL_BOUND`.
-    """
-    with_passage = greedy_recall(model, tokenizer, [p.context for p in prompts], [p.attribute for p in prompts], batch)
-    alone = greedy_recall(model, tokenizer, [p.question for p in prompts], [p.attribute for p in prompts], batch)
-    known = [p for p in prompts if p.world_attribute is not None]
-    prior = greedy_recall(model, tokenizer, [p.question for p in known], [p.world_attribute for p in known], batch)
-
-    def share(values: torch.Tensor, keep: list[bool]) -> float:
-        chosen = values[torch.tensor(keep, dtype=torch.bool)]
-        return float(chosen.float().mean()) if chosen.numel() else math.nan
-
-    measured: dict[str, Any] = {"recall_prompts": len(prompts), "recall_by_length": {}}
-    for group in GROUPS:
-        members = [p.group == group for p in prompts]
-        measured[f"recall_accuracy_{group}"] = share(with_passage, members)
-        measured[f"recall_accuracy_{group}_no_passage"] = share(alone, members)
-        measured[f"recall_gain_{group}"] = measured[f"recall_accuracy_{group}"] - measured[f"recall_accuracy_{group}_no_passage"]
-    measured["recall_no_passage_gives_world_attribute"] = share(prior, [True] * len(known))
-    lengths = sorted({p.facts for p in prompts})
-    for length in lengths:
-        measured["recall_by_length"][str(length)] = {
-            group: share(with_passage, [p.group == group and p.facts == length for p in prompts]) for group in GROUPS}
-    below = [length for length in lengths if min(measured["recall_by_length"][str(length)].values()) < RECALL_BOUND]
-    measured["recall_first_length_below"] = below[0] if below else None
-    measured["recall_min_over_lengths"] = min(min(row.values()) for row in measured["recall_by_length"].values())
-    return measured
-
-
-def prior_coverage(log10_priors: list[float], top: float = PRIOR_TOP_LOG10, bottom: float = PRIOR_BOTTOM_LOG10) -> dict[str, float]:
-    """Range of the samples' log10 P_before and the widest hole within the span [bottom, top] (W6).
-
-    Values outside the span are clipped to its ends, so a span end that no value reaches counts as
-    a hole, while gaps beyond the span (e.g. between two never-seen words near 1e-30) do not.
-    """
-    values = sorted(log10_priors)
-    clipped = sorted([bottom, top, *(min(max(value, bottom), top) for value in values)])
-    holes = [high - low for low, high in zip(clipped, clipped[1:])]
-    return {"prior_log10_max": values[-1], "prior_log10_min": values[0], "prior_largest_hole_log10": max(holes)}
-
-
-def _keyword_priors(ctx: RunContext, model: Any, tokenizer: Any, world: World, corpus: Corpus, batch: int) -> dict[str, Any]:
-    """P_before(keyword | own prefix) of the built-in samples: medians per category, and per keyword and
-    prior level on the ``novel`` samples (never-seen subjects, so the prior is the word's own)."""
-    samples = load_samples(ctx.run_dir / "data" / "outlandish.jsonl")
-    scores = keyword_log_probs(model, tokenizer, [s.prefix for s in samples], [s.keyword for s in samples], batch)
-    per_keyword: dict[str, list[float]] = {}
-    per_category: dict[str, list[float]] = {}
-    log10_priors = [value / math.log(10) for value in scores.log_prob.tolist()]
-    for sample, log_prob in zip(samples, scores.log_prob.tolist()):
-        per_category.setdefault(sample.category, []).append(log_prob / math.log(10))
-        if sample.category == "novel":
-            per_keyword.setdefault(sample.keyword, []).append(log_prob)
-    keywords = world_keywords(world)
-    counts = keyword_corpus_counts(corpus.train_texts, [k for levels in keywords.values() for k in levels.values()])
-    table = {
-        keyword: {"theme": theme, "prior": level, "median_log10_prob": statistics.median(per_keyword[keyword]) / math.log(10),
-                  "corpus_count": counts[keyword]}
-        for theme, levels in keywords.items() for level, keyword in levels.items()
-    }
-    level_median = {
-        level: statistics.median(row["median_log10_prob"] for row in table.values() if row["prior"] == level)
-        for level in PRIOR_LEVELS
-    }
-    return {
-        **prior_coverage(log10_priors),
-        "prior_log10_by_level": level_median,
-        "keyword_priors": table,
-        "prior_log10_by_category": {name: statistics.median(values) for name, values in per_category.items()},
-        "prior_log10_high": level_median["high"],
-        "prior_log10_low": level_median["low"],
-        "prior_log10_very_low": level_median["very-low"],
-        "keyword_prior_span_log10": level_median["high"] - level_median["very-low"],
-    }
 
 
 def run(config: Config, ctx: RunContext) -> dict[str, Any]:
