@@ -17,8 +17,10 @@ other code is recomputed, unless ``reuse_stale`` is set: then it is reused and m
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -190,11 +192,13 @@ def prepare_run(study: Study, options: RunOptions) -> PreparedRun:
 
 
 def _ensure_writable(directory: Path) -> None:
+    """Check that ``directory`` can be written to, with a probe file of a unique name: processes that
+    check the same directory at once (e.g. the workers of a sweep) must not remove each other's probe."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        probe = directory / ".write-test"
-        probe.write_text("")
-        probe.unlink()
+        handle, probe = tempfile.mkstemp(prefix=".write-test.", dir=directory)
+        os.close(handle)
+        os.unlink(probe)
     except OSError as error:
         raise UserError(f"cannot write to {directory}: {error.strerror or error}") from None
 
