@@ -171,3 +171,19 @@ def test_running_a_study_leaves_the_callers_threads_and_seeds_alone(tmp_path):
     execute(STUDY, RunOptions(preset="smoke", out=tmp_path, quiet=True, threads=2, seed=7))
     assert torch.get_num_threads() == 1
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_code_version_follows_imports_not_siblings(tmp_path):
+    from learnlab.core.versions import _imported_names, study_sources
+
+    world = {path.name for path in study_sources("learnlab.knowledge.world_model")}
+    priming = {path.name for path in study_sources("learnlab.knowledge.priming")}
+    assert {"world_model.py", "corpus.py", "pretraining.py", "__init__.py"} <= world
+    assert "priming.py" not in world and "update_pruning.py" not in world  # a sibling study is not the world's code
+    assert {"priming.py", "update_pruning.py", "world_model.py"} <= priming  # imported through substrate
+    assert not any(path.parent.name == "core" for path in study_sources("learnlab.knowledge.priming"))
+    module = tmp_path / "mod.py"
+    module.write_text("from . import sibling\nfrom ..other import thing\nimport learnlab.data.images as images\n"
+                      "def late():\n    from learnlab.knowledge import world\n")
+    names = _imported_names(module, "learnlab.area.mod")
+    assert {"learnlab.area.sibling", "learnlab.other.thing", "learnlab.data.images", "learnlab.knowledge.world"} <= names

@@ -1,5 +1,6 @@
 """Every claim's metrics and thresholds of the knowledge studies, pinned: a loosened threshold fails here."""
 
+from learnlab.knowledge.fabricated import STUDY as FABRICATED
 from learnlab.knowledge.priming import STUDY as PRIMING
 from learnlab.knowledge.world_model import STUDY as WORLD
 
@@ -33,3 +34,17 @@ def test_priming_claims_are_pinned():
                ("stone_memorization_kept", ">=", 0.5), ("control_cuts_much_less", "true", None)],
     }
     assert PRIMING.config("quick").threshold == 1e-3 and PRIMING.config("quick").batch_size >= 16
+
+
+def test_fabricated_claims_are_pinned():
+    assert checks(FABRICATED) == {
+        "F1": [("conflicting_outlasts_mundane", "true", None), ("conflicting_outlasts_jumbled", "true", None)],
+        "F2": [("conflicting_primes_more_than_mundane_at_start", "true", None),
+               ("conflicting_primes_more_than_jumbled_at_start", "true", None),
+               ("conflicting_primes_more_than_mundane_at_end", "true", None),
+               ("conflicting_primes_more_than_jumbled_at_end", "true", None)],
+        "F3": [("best_priming_reduction", ">=", 0.5), ("best_background_loss_increase", "<=", 0.01),
+               ("best_background_loss_falls", "true", None), ("best_random_cuts_less", "true", None)],
+    }
+    quick = FABRICATED.config("quick")
+    assert quick.horizon >= 1000 and quick.presentations == 20 and quick.facts_per_step < quick.batch_size

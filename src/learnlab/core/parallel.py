@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -226,11 +227,21 @@ def _error_file(output: Path, rank: int) -> Path:
     return output.parent / f"{output.stem}.error{rank}.txt"
 
 
+def _exit_when_orphaned(parent: int, interval: float = 1.0) -> None:
+    while True:
+        time.sleep(interval)
+        if os.getppid() != parent:
+            os._exit(3)
+
+
 def _worker_main(make_worker: WorkerFactory, payload: Any, keys: list[str], output: str, seed: int, rank: int,
                  world_size: int, parent: int) -> None:
-    """One spawned worker: its shard of the items, one CPU thread; stops if the parent dies."""
+    """One spawned worker: its shard of the items, one CPU thread; stops if the parent dies (checked
+    every second by a watchdog thread, so a long item does not outlive a killed run and write into
+    the run directory beside the next run's workers)."""
     torch.set_num_threads(1)
     path = Path(output)
+    threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
     try:
         process = _item_process(make_worker, payload, ItemContext(seed))
 

@@ -99,7 +99,8 @@ class InsertionSettings:
         return step % self.spacing == 0 and step // self.spacing < self.presentations
 
 
-def _optimizer(model: torch.nn.Module, settings: InsertionSettings) -> torch.optim.Optimizer:
+def fresh_optimizer(model: torch.nn.Module, settings: InsertionSettings) -> torch.optim.Optimizer:
+    """A new optimizer of ``settings.optimizer`` at ``settings.learning_rate`` over the trainable parameters."""
     parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
     if settings.optimizer == "sgd":
         return torch.optim.SGD(parameters, lr=settings.learning_rate)
@@ -130,7 +131,7 @@ def insert_sample(model: torch.nn.Module, sample_ids: Sequence[int], background:
     device = model_device(model)
     sample = torch.tensor(list(sample_ids), dtype=torch.long)
     width = max(settings.sequence_length + 1, sample.numel())
-    optimizer = optimizer if optimizer is not None else _optimizer(model, settings)
+    optimizer = optimizer if optimizer is not None else fresh_optimizer(model, settings)
     was_training = model.training
     model.train()
     losses = []
@@ -138,24 +139,35 @@ def insert_sample(model: torch.nn.Module, sample_ids: Sequence[int], background:
         batch = background_batch(background, step, settings.batch_size, width, seed)
         mask = torch.ones_like(batch, dtype=torch.bool)
         if settings.presents_at(step):
-            batch[0] = pad_id
-            batch[0, : sample.numel()] = sample
-            mask[0] = False
-            mask[0, : sample.numel()] = True
-        batch, mask = batch.to(device), mask.to(device)
-        attention = mask.long()
-        logits = model(input_ids=batch[:, :-1], attention_mask=attention[:, :-1]).logits.float()
-        token_loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), batch[:, 1:], reduction="none")
-        target_mask = mask[:, 1:]
-        loss = token_loss[target_mask].mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+            place_row(batch, mask, 0, sample, pad_id)
+        losses.append(masked_lm_step(model, optimizer, batch.to(device), mask.to(device)))
         if on_step is not None:
             on_step(step, losses[-1])
     model.train(was_training)
     return losses
+
+
+def place_row(batch: torch.Tensor, mask: torch.Tensor, row: int, ids: torch.Tensor, pad_id: int) -> None:
+    """Replace row ``row`` of a window batch by the token ids ``ids``, right-padded (``mask`` False on padding)."""
+    batch[row] = pad_id
+    batch[row, : ids.numel()] = ids
+    mask[row] = False
+    mask[row, : ids.numel()] = True
+
+
+def masked_lm_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: torch.Tensor, mask: torch.Tensor,
+                   grad_clip_norm: float = 0.0) -> float:
+    """One optimizer step on the mean next-token loss of ``batch`` over the targets where ``mask`` is True
+    (padding is neither attended to nor predicted); the gradient norm is clipped when ``grad_clip_norm`` > 0."""
+    logits = model(input_ids=batch[:, :-1], attention_mask=mask[:, :-1].long()).logits.float()
+    token_loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), batch[:, 1:], reduction="none")
+    loss = token_loss[mask[:, 1:]].mean()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip_norm > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
+    optimizer.step()
+    return loss.item()
 
 
 @dataclass(frozen=True)

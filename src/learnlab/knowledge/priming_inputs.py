@@ -81,6 +81,14 @@ def load_data(config: Any, world: WorldModel | None, tokenizer: Any) -> PrimingD
         rewrites = {key: value for key, value in built.items() if value}
     else:
         rewrites = {}
+    background, heldout = background_and_heldout(config, world)
+    return PrimingData(samples, probes, rewrites, background, heldout)
+
+
+def background_and_heldout(config: Any, world: WorldModel | None) -> tuple[list[str], list[str]]:
+    """Background documents (the first ``config.background_documents``) and held-out documents: the
+    user's files (``background``, ``heldout``; without ``heldout`` the last 10% of the background is
+    held out), else the world's training and held-out splits."""
     background = _lines(config.background, "background") if config.background else world.texts("train")
     if config.heldout:
         heldout = _lines(config.heldout, "heldout")
@@ -91,7 +99,7 @@ def load_data(config: Any, world: WorldModel | None, tokenizer: Any) -> PrimingD
         background, heldout = background[:-cut], background[-cut:]
     else:
         heldout = world.texts("heldout")
-    return PrimingData(samples, probes, rewrites, background[: config.background_documents], heldout)
+    return background[: config.background_documents], heldout
 
 
 def replace_category(sample: OutlandishSample, category: str) -> OutlandishSample:
@@ -108,13 +116,20 @@ def build_session(config: Any, seed: int, out: Path, device: torch.device) -> tu
     model, tokenizer = world.load(device) if own_model else load_causal_lm(config.model, device)
     data = load_data(config, world, tokenizer)
     factory = world.continued_optimizer(config.learning_rate) if own_model and config.warm_start else None
+    background, windows = token_streams(config, tokenizer, data.background_texts, data.heldout_texts)
+    session = PrimingSession(model, tokenizer, data.probes, background, windows, config.settings(), seed, factory)
+    return session, data
+
+
+def token_streams(config: Any, tokenizer: Any, background_texts: list[str],
+                  heldout_texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The packed background token stream and ``config.heldout_windows`` held-out windows of
+    ``config.heldout_length`` tokens; too little text for one row or window is a :class:`UserError`."""
     eos = getattr(tokenizer, "eos_token_id", None) or 0
-    background = pack_documents(tokenizer(data.background_texts)["input_ids"], eos)
-    heldout_stream = pack_documents(tokenizer(data.heldout_texts)["input_ids"], eos)
+    background = pack_documents(tokenizer(background_texts)["input_ids"], eos)
+    heldout_stream = pack_documents(tokenizer(heldout_texts)["input_ids"], eos)
     if background.numel() <= config.sequence_length + 1:
         raise UserError(f"background text has {background.numel()} tokens, fewer than one row ({config.sequence_length + 1})")
     if heldout_stream.numel() <= config.heldout_length + 1:
         raise UserError(f"held-out text has {heldout_stream.numel()} tokens, fewer than one window ({config.heldout_length + 1})")
-    windows = heldout_windows(heldout_stream, config.heldout_windows, config.heldout_length)
-    session = PrimingSession(model, tokenizer, data.probes, background, windows, config.settings(), seed, factory)
-    return session, data
+    return background, heldout_windows(heldout_stream, config.heldout_windows, config.heldout_length)

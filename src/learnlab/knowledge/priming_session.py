@@ -40,7 +40,8 @@ from learnlab.knowledge.insertion import (
     select_scores,
 )
 from learnlab.knowledge.outlandish import OutlandishSample, Probe, probe_prefixes
-from learnlab.knowledge.probability import KeywordScores, encode_pair, keyword_log_probs, model_device, pad_rows, pad_token_id
+from learnlab.knowledge.probability import (KeywordScores, encode_pair, heldout_loss, keyword_log_probs, model_device,
+                                            pad_rows, pad_token_id)
 from learnlab.knowledge.update_pruning import Scope, ignore_topk, parameter_snapshot
 
 
@@ -114,21 +115,9 @@ class PrimingSession:
     def _scores(self, prefixes: Sequence[str], keyword: str) -> KeywordScores:
         return keyword_log_probs(self.model, self.tokenizer, prefixes, keyword, self.settings.eval_batch_size)
 
-    @torch.no_grad()
     def background_loss(self) -> float:
         """Mean next-token loss of the current model on the held-out windows."""
-        was_training = self.model.training
-        self.model.eval()
-        device = model_device(self.model)
-        total, count = 0.0, 0
-        for chunk in self.heldout.split(self.settings.eval_batch_size):
-            chunk = chunk.to(device)
-            logits = self.model(input_ids=chunk[:, :-1]).logits.float()
-            loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), chunk[:, 1:], reduction="sum")
-            total += float(loss)
-            count += chunk[:, 1:].numel()
-        self.model.train(was_training)
-        return total / count
+        return heldout_loss(self.model, self.heldout, self.settings.eval_batch_size)
 
     def probe_prompts(self, theme: str) -> tuple[list[str], list[str]]:
         """Same-theme and cross-theme probe prefixes of ``theme``."""

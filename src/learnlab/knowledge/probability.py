@@ -152,6 +152,22 @@ def perplexity(model: Any, tokenizer: Any, texts: Sequence[str], batch_size: int
     return math.exp(total / max(count, 1))
 
 
+@torch.no_grad()
+def heldout_loss(model: Any, windows: torch.Tensor, batch_size: int = 64) -> float:
+    """Mean next-token loss of ``model`` (in eval mode for the call) on 2-D held-out token windows."""
+    was_training = model.training
+    model.eval()
+    device = model_device(model)
+    total, count = 0.0, 0
+    for chunk in windows.split(batch_size):
+        chunk = chunk.to(device)
+        logits = model(input_ids=chunk[:, :-1]).logits.float()
+        total += float(torch.nn.functional.cross_entropy(logits.transpose(1, 2), chunk[:, 1:], reduction="sum"))
+        count += chunk[:, 1:].numel()
+    model.train(was_training)
+    return total / count
+
+
 def pad_token_id(tokenizer: Any) -> int:
     """The id to pad with: the tokenizer's pad token, else its end-of-sequence token, else 0."""
     for name in ("pad_token_id", "eos_token_id"):
