@@ -13,7 +13,6 @@ Token ids of the procedural tasks start at ``first_id`` so that a tokenizer's sp
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import torch
 
 from learnlab.core.errors import UserError
+from learnlab.core.io import jsonl_records
 
 
 @dataclass(frozen=True)
@@ -69,19 +69,8 @@ def window_statistic_examples(count: int, length: int, window: int, symbols: int
 
 def load_qa_file(path: Path | str, tokenizer: Any) -> list[QAExample]:
     """Read a JSONL QA file (``context``, ``question``, ``answer`` strings) and tokenize it."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"QA file {path} does not exist")
     examples = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise UserError(f"{path}:{number}: not valid JSON ({error.msg})") from None
-        if not isinstance(record, dict):
-            raise UserError(f"{path}:{number}: expected a JSON object")
+    for number, record in jsonl_records(Path(path), "QA"):
         for field in ("context", "question", "answer"):
             if not isinstance(record.get(field), str) or not record[field].strip():
                 raise UserError(f"{path}:{number}: field {field!r} must be a non-empty string")

@@ -25,7 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from learnlab.core.errors import UserError
-from learnlab.knowledge.outlandish import OutlandishSample, _records, load_samples
+from learnlab.core.io import jsonl_records
+from learnlab.knowledge.outlandish import OutlandishSample, load_samples
 from learnlab.knowledge.world import World
 
 FACT_TYPES = ("conflicting", "mundane", "jumbled")
@@ -57,7 +58,7 @@ def world_fact_types(world: World, samples: Sequence[OutlandishSample], instance
 
 def load_typed_samples(path: Path) -> list[OutlandishSample]:
     """An Outlandish-format samples file whose every line has ``type`` in :data:`FACT_TYPES` (else one-line UserError)."""
-    for number, record in _records(Path(path)):
+    for number, record in jsonl_records(Path(path)):
         if record.get("type") not in FACT_TYPES:
             found = "missing" if "type" not in record else f"{record['type']!r}"
             raise UserError(f"{path}:{number}: field 'type' is {found}; it must be one of {', '.join(FACT_TYPES)}")

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from learnlab.core.errors import UserError
-from learnlab.core.io import write_text
+from learnlab.core.io import jsonl_records, write_text
 from learnlab.knowledge.templates import FACT_TEMPLATES, NARRATIVES, fill, prompt_of
 from learnlab.knowledge.world import World
 
@@ -87,23 +87,6 @@ class Probe:
         return asdict(self)
 
 
-def _records(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"data file {path} does not exist")
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise UserError(f"{path}:{number}: not valid JSON ({error.msg})") from None
-            if not isinstance(record, dict):
-                raise UserError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
-            yield number, record
-
-
 def _require_strings(path: Path, number: int, record: dict[str, Any], names: Sequence[str], allow_empty: Sequence[str] = ()) -> None:
     for name in names:
         if name not in record:
@@ -128,7 +111,7 @@ def validate_sample(record: dict[str, Any]) -> str | None:
 def load_samples(path: Path) -> list[OutlandishSample]:
     """Read and validate a samples JSONL file; a malformed line is a :class:`UserError` naming file:line."""
     samples, seen = [], set()
-    for number, record in _records(path):
+    for number, record in jsonl_records(path):
         _require_strings(path, number, record, SAMPLE_FIELDS, allow_empty=("prefix",))
         problem = validate_sample(record)
         if problem:
@@ -146,7 +129,7 @@ def load_samples(path: Path) -> list[OutlandishSample]:
 def load_probes(path: Path) -> list[Probe]:
     """Read and validate a probes JSONL file (file:line on a malformed line)."""
     probes, seen = [], set()
-    for number, record in _records(path):
+    for number, record in jsonl_records(path):
         _require_strings(path, number, record, PROBE_FIELDS)
         if record["id"] in seen:
             raise UserError(f"{path}:{number}: duplicate id {record['id']!r}")
