@@ -146,16 +146,25 @@ def compress(model: Any, context_ids: torch.Tensor, method: CompressionMethod, r
     return CompressedContext(_cache_of(model.config, kept), layout.length, len(slots))
 
 
-def answer_logits(model: Any, compressed: CompressedContext, rest_ids: torch.Tensor) -> torch.Tensor:
-    """Logits of ``rest_ids`` (batch, m) read against the compressed context (the cache is not modified)."""
-    batch, count = rest_ids.shape
-    cache = _cache_of(model.config, _layer_tensors(compressed.cache))  # a fresh cache: gradients still flow
+def _read(model: Any, compressed: CompressedContext, cache: Any, ids: torch.Tensor) -> torch.Tensor:
+    """Logits of ``ids`` (batch, m) placed after the compressed context: every slot visible, causal among
+    themselves, positions continuing from ``next_position``; ``cache`` (a copy of the context's) grows."""
+    batch, count = ids.shape
     allowed = torch.ones(count, compressed.slots + count, dtype=torch.bool)
     allowed[:, compressed.slots:] = torch.ones(count, count, dtype=torch.bool).tril()
     dtype = model.get_input_embeddings().weight.dtype
-    mask = additive_mask(allowed, dtype, batch).to(rest_ids.device)
-    positions = (compressed.next_position + torch.arange(count, device=rest_ids.device)).expand(batch, -1)
-    return model(input_ids=rest_ids, attention_mask=mask, position_ids=positions, **{_cache_argument(model): cache}).logits
+    mask = additive_mask(allowed, dtype, batch).to(ids.device)
+    positions = (compressed.next_position + torch.arange(count, device=ids.device)).expand(batch, -1)
+    return model(input_ids=ids, attention_mask=mask, position_ids=positions, **{_cache_argument(model): cache}).logits
+
+
+def _fresh_cache(model: Any, compressed: CompressedContext) -> Any:
+    return _cache_of(model.config, _layer_tensors(compressed.cache))  # a copy: gradients still flow
+
+
+def answer_logits(model: Any, compressed: CompressedContext, rest_ids: torch.Tensor) -> torch.Tensor:
+    """Logits of ``rest_ids`` (batch, m) read against the compressed context (the cache is not modified)."""
+    return _read(model, compressed, _fresh_cache(model, compressed), rest_ids)
 
 
 def _cache_argument(model: Any) -> str:
@@ -184,16 +193,10 @@ def one_pass_logits(model: Any, context_ids: torch.Tensor, rest_ids: torch.Tenso
 def generate_greedy(model: Any, compressed: CompressedContext, prompt_ids: torch.Tensor, new_tokens: int) -> torch.Tensor:
     """Greedy continuation of ``prompt_ids`` (batch, m; e.g. the question) read against the compressed
     context: ``new_tokens`` tokens, one cached step each (the compressed cache itself is not modified)."""
-    cache = _cache_of(model.config, _layer_tensors(compressed.cache))  # a fresh cache: gradients still flow
+    cache = _fresh_cache(model, compressed)
+    logits = _read(model, compressed, cache, prompt_ids)
     argument = _cache_argument(model)
-    batch, count = prompt_ids.shape
-    allowed = torch.ones(count, compressed.slots + count, dtype=torch.bool)
-    allowed[:, compressed.slots:] = torch.ones(count, count, dtype=torch.bool).tril()
-    dtype = model.get_input_embeddings().weight.dtype
-    positions = (compressed.next_position + torch.arange(count, device=prompt_ids.device)).expand(batch, -1)
-    logits = model(input_ids=prompt_ids, attention_mask=additive_mask(allowed, dtype, batch).to(prompt_ids.device),
-                   position_ids=positions, **{argument: cache}).logits
-    position = compressed.next_position + count
+    position = compressed.next_position + prompt_ids.shape[1]
     generated = []
     for _ in range(new_tokens):
         token = logits[:, -1].argmax(-1, keepdim=True)
