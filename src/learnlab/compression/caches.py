@@ -38,10 +38,11 @@ METHODS: tuple[str, ...] = ("full", "gisting", "gistpool", "avgpool")
 class GistTokens(torch.nn.Module):
     """Learned gist embeddings: ``slots`` vectors (gist i uses vector i), or one shared vector."""
 
-    def __init__(self, hidden_size: int, slots: int = 1, shared: bool = True, scale: float = 0.02) -> None:
+    def __init__(self, hidden_size: int, slots: int = 1, shared: bool = True, scale: float = 0.02,
+                 generator: torch.Generator | None = None) -> None:
         super().__init__()
         self.shared = shared
-        self.vectors = torch.nn.Parameter(torch.randn(1 if shared else slots, hidden_size) * scale)
+        self.vectors = torch.nn.Parameter(torch.randn(1 if shared else slots, hidden_size, generator=generator) * scale)
 
     def forward(self, count: int) -> torch.Tensor:
         if self.shared:

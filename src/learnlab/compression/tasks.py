@@ -5,7 +5,7 @@
 * :func:`window_statistic_examples`: the context is cut into windows of ``window`` tokens, each
   dominated by one symbol; the question names a window and the answer is its dominant symbol (a
   per-window summary, the case GistPool's window mask is built for).
-* :func:`load_qa_file`: JSONL lines ``{"context": ..., "question": ..., "answer": ...}`` (strings),
+* :func:`load_qa_file` (:func:`read_qa_records`): JSONL lines ``{"context": ..., "question": ..., "answer": ...}`` (strings),
   tokenized by the model's tokenizer; a malformed line is a :class:`UserError` naming file:line.
 
 Token ids of the procedural tasks start at ``first_id`` so that a tokenizer's special ids stay free.
@@ -67,32 +67,45 @@ def window_statistic_examples(count: int, length: int, window: int, symbols: int
     return examples
 
 
-def load_qa_file(path: Path | str, tokenizer: Any) -> list[QAExample]:
-    """Read a JSONL QA file (``context``, ``question``, ``answer`` strings) and tokenize it."""
-    examples = []
+def read_qa_records(path: Path | str) -> list[dict[str, str]]:
+    """The records of a JSONL QA file (``context``, ``question``, ``answer``: non-empty strings), checked."""
+    records = []
     for number, record in jsonl_records(Path(path), "QA"):
         for field in ("context", "question", "answer"):
             if not isinstance(record.get(field), str) or not record[field].strip():
                 raise UserError(f"{path}:{number}: field {field!r} must be a non-empty string")
+        records.append(record)
+    if not records:
+        raise UserError(f"QA file {path} has no examples")
+    return records
+
+
+def load_qa_file(path: Path | str, tokenizer: Any) -> list[QAExample]:
+    """Read a JSONL QA file (:func:`read_qa_records`) and tokenize it."""
+    examples = []
+    for record in read_qa_records(path):
         context = list(tokenizer(record["context"])["input_ids"])
         question = list(tokenizer(" " + record["question"], add_special_tokens=False)["input_ids"])
         answer = list(tokenizer(" " + record["answer"], add_special_tokens=False)["input_ids"])
         examples.append(QAExample(tuple(context), tuple(question), tuple(answer)))
-    if not examples:
-        raise UserError(f"QA file {path} has no examples")
     return examples
 
 
+def fitted_context(example: QAExample, length: int, pad_id: int) -> QAExample:
+    """``example`` with its context cut to its last ``length`` tokens or left-padded with ``pad_id``
+    (the compressors read a batch of one context length; padding is read as context)."""
+    context = list(example.context)[-length:]
+    return QAExample(tuple([pad_id] * (length - len(context)) + context), example.question, example.answer)
+
+
 def batch_of(examples: list[QAExample], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(contexts, question ‖ answer ids, answer mask) of examples whose contexts and questions have equal
-    lengths; answers are right-padded with ``pad_id`` (mask False there)."""
-    lengths = {len(example.context) for example in examples}
-    questions = {len(example.question) for example in examples}
-    if len(lengths) != 1 or len(questions) != 1:
-        raise ValueError("a batch needs contexts of one length and questions of one length (group examples first)")
-    longest = max(len(example.answer) for example in examples)
+    """(contexts, question ‖ answer ids, answer mask) of examples whose contexts have one length; each
+    row's question ‖ answer is right-padded with ``pad_id`` (the mask is True on answer tokens only)."""
+    if len({len(example.context) for example in examples}) != 1:
+        raise ValueError("a batch needs contexts of one length (fit them with fitted_context first)")
+    width = max(len(example.question) + len(example.answer) for example in examples)
     contexts = torch.tensor([list(example.context) for example in examples])
-    rest = torch.full((len(examples), questions.pop() + longest), pad_id)
+    rest = torch.full((len(examples), width), pad_id)
     answer_mask = torch.zeros_like(rest, dtype=torch.bool)
     for row, example in enumerate(examples):
         ids = list(example.question) + list(example.answer)

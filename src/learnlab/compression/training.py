@@ -69,28 +69,37 @@ class Answerer:
         return token_loss[mask].mean(), hits.all(dim=1)
 
 
-def make_answerer(decoder: Any, spec: MethodSpec, context_length: int) -> Answerer:
-    """A copy of ``decoder`` set up for ``spec``: gist tokens for gisting and GistPool, a compressor copy if separate."""
+def make_answerer(decoder: Any, spec: MethodSpec, context_length: int,
+                  generator: torch.Generator | None = None) -> Answerer:
+    """A copy of ``decoder`` set up for ``spec``: gist tokens (initialised from ``generator``) for
+    gisting and GistPool, a compressor copy if separate."""
     decoder = copy.deepcopy(decoder)
     gists = None
     if spec.method in ("gisting", "gistpool"):
         hidden = decoder.config.hidden_size
-        gists = GistTokens(hidden, slots=context_length // spec.rate, shared=spec.method == "gistpool")
+        gists = GistTokens(hidden, slots=context_length // spec.rate, shared=spec.method == "gistpool",
+                           generator=generator)
     compressor = copy.deepcopy(decoder) if spec.separate else None
     return Answerer(spec, decoder, compressor, gists)
 
 
-def finetune(answerer: Answerer, examples: list[QAExample], steps: int, batch_size: int, learning_rate: float,
-             generator: torch.Generator, on_step: Any = None) -> list[float]:
-    """AdamW on the answer loss over batches drawn from ``examples`` (one context length); returns the losses."""
+def finetune(answerer: Answerer, examples: list[QAExample] | list[list[QAExample]], steps: int, batch_size: int,
+             learning_rate: float, generator: torch.Generator, on_step: Any = None) -> list[float]:
+    """AdamW on the answer loss over batches drawn from ``examples``; returns the losses.
+
+    ``examples`` is one list (one context length) or a list of such lists, taken in turn step by
+    step (e.g. one per context length, for a model that reads every length).
+    """
+    groups = [examples] if examples and isinstance(examples[0], QAExample) else examples
     optimizer = torch.optim.AdamW(answerer.parameters(), lr=learning_rate, weight_decay=0.0)
     for module in (answerer.decoder, answerer.compressor):
         if module is not None:
             module.train()
     losses = []
     for step in range(steps):
-        picked = torch.randint(0, len(examples), (batch_size,), generator=generator).tolist()
-        contexts, rest, mask = batch_of([examples[index] for index in picked])
+        group = groups[step % len(groups)]
+        picked = torch.randint(0, len(group), (batch_size,), generator=generator).tolist()
+        contexts, rest, mask = batch_of([group[index] for index in picked])
         loss, _ = answerer.loss_and_correct(contexts, rest, mask)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
