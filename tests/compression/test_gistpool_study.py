@@ -136,3 +136,27 @@ def test_a_users_decoder_and_qa_file(tmp_path):
                                                      "gisting-r4", "avgpool-r4", gistpool_spec(4).name,
                                                      "gisting+shift-r2", "gisting+shift+separate-r2")}
     assert {claim["id"]: claim["verdict"] for claim in results["claims"]}["G1"] == "not-run"  # one length only
+
+
+def test_world_passages_ask_about_a_fact_the_passage_states(tmp_path):
+    from types import SimpleNamespace
+
+    from learnlab.compression.tasks import world_passage_records
+    from learnlab.knowledge.world import build_world
+    from learnlab.knowledge.world_model import STUDY as WORLD
+
+    config = WORLD.config("smoke")
+    world = build_world(0, config.subjects_per_theme, config.attributes_per_theme, config.zipf_exponent)
+    (tmp_path / "config.json").write_text(json.dumps({"seed": 0}))
+    world_model = SimpleNamespace(world=lambda: world, config=config, run_dir=tmp_path)
+    records = world_passage_records(world_model, facts=4, count=9, seed=1)
+    assert len(records) == 9 and len({record["context"] for record in records}) == 9
+    for record in records:
+        assert f" {record['answer']}" in record["context"] and record["question"] not in record["context"]
+        assert record["context"].endswith(".")
+
+
+def test_world_reader_needs_no_qa_file():
+    with pytest.raises(ValueError, match="model=world"):
+        STUDY.config("smoke").__class__(model="world", qa_file="qa.jsonl")
+    assert STUDY.config("smoke").__class__(model="world", context_length=128).sweep_lengths == (128,)

@@ -16,7 +16,8 @@ alike as the bounds. Metrics are the answer loss, exact-match accuracy and recov
 (Feldman & Artzi 2025) on held-out examples; each claim compares means over seeds with their
 standard deviations. The built-in task asks for the dominant symbol of one window of the context
 (:func:`tasks.window_statistic_examples`); ``task=key-value`` asks for one key's value, and
-``model=PATH qa_file=PATH`` fine-tunes a user's Hugging Face decoder on their own QA file.
+``model=PATH qa_file=PATH`` fine-tunes a user's Hugging Face decoder on their own QA file, and
+``model=world`` the tiny world's model on passages of its world's facts.
 """
 
 from __future__ import annotations
@@ -25,11 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
+
 from learnlab.compression import gistpool_analysis as analysis
 from learnlab.compression.gistpool_figures import plot_ablation, plot_lengths, plot_rates
 from learnlab.compression.gistpool_runs import finetune_worker, run_plan, train_reader
 from learnlab.compression.tasks import read_qa_records
 from learnlab.core import Claim, RunContext, Study, StudyConfig, at_least, is_true, positive, ranged
+from learnlab.knowledge.substrate import ensure_world_model
 
 NEAR_FULL_RECOVERY = 0.9  # "close to full context" at the lowest rate: recovery of at least 0.9
 
@@ -57,6 +61,8 @@ class Config(StudyConfig):
         model, qa_file, qa_test_fraction: a user's decoder and QA file (JSONL: context, question,
             answer) instead of the built-in reader and task; contexts are fitted to
             ``context_length`` tokens (cut to the last ones or left-padded).
+        world_preset, passage_facts: ``model=world``: the tiny world's model (of that preset) reads
+            passages of ``passage_facts`` facts of its world and answers a question about one.
     """
 
     task: Literal["window-statistic", "key-value"] = "window-statistic"
@@ -85,6 +91,8 @@ class Config(StudyConfig):
     workers: int = positive(2)
     model: str = ""
     qa_file: str = ""
+    world_preset: Literal["smoke", "quick", "full"] = "quick"
+    passage_facts: int = positive(8)
     qa_test_fraction: float = ranged(0.2, gt=0, lt=1)
 
     @property
@@ -93,8 +101,10 @@ class Config(StudyConfig):
         return (self.context_length,) if self.model else tuple(sorted(self.lengths))
 
     def validate(self) -> None:
-        if bool(self.model) != bool(self.qa_file):
+        if bool(self.model) != bool(self.qa_file) and self.model != "world":
             raise ValueError("model= and qa_file= go together (a user's decoder and its QA file, or neither)")
+        if self.model == "world" and self.qa_file:
+            raise ValueError("model=world answers the world's own passages; a qa_file needs the decoder it was written for")
         if self.context_length not in self.sweep_lengths:
             raise ValueError(f"context_length {self.context_length} must be one of lengths {self.lengths}")
         used = [(rate, self.context_length) for rate in self.rates + ((self.ablation_rate,) if self.ablation else ())]
@@ -127,15 +137,18 @@ PRESETS = {
 
 
 def run(config: Config, ctx: RunContext) -> dict[str, Any]:
-    if config.model:  # a malformed QA file fails before any model is loaded
+    source, reader = str(ctx.stages_dir / "reader.safetensors"), {"reader_accuracy": {}}
+    if config.model == "world":
+        source = str(ensure_world_model(config.world_preset, ctx.seed, out=ctx.run_dir.parent.parent,
+                                        device=ctx.device.type, threads=torch.get_num_threads()).run_dir)
+    elif config.model:  # a malformed QA file fails before any model is loaded
         read_qa_records(Path(config.qa_file))
-        reader = {"reader_accuracy": {}}
     else:
         reader = ctx.stage("reader", lambda: train_reader(config, ctx))
     keys = [run.key for run in run_plan(config)]
     workers = min(config.workers, len(keys)) if ctx.device.type == "cpu" else 1
-    runs = ctx.stage_items("finetune", keys, finetune_worker, (config, str(ctx.stages_dir / "reader.safetensors")),
-                           workers=workers, description="fine-tuning runs (seed x length x method)")
+    runs = ctx.stage_items("finetune", keys, finetune_worker, (config, source), workers=workers,
+                           description="fine-tuning runs (seed x length x method)")
     table = analysis.method_table(runs.records)
     measured: dict[str, Any] = {"reader_full_context_accuracy": reader["reader_accuracy"], "methods": table,
                                 "runs": len(runs.records), "runs_seconds": runs.seconds, "workers": workers}

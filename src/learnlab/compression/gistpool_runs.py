@@ -23,7 +23,8 @@ from typing import Any
 
 import torch
 
-from learnlab.compression.tasks import QAExample, fitted_context, key_value_examples, load_qa_file, window_statistic_examples
+from learnlab.compression.tasks import (QAExample, fitted_context, key_value_examples, load_qa_file, tokenize_qa,
+                                        window_statistic_examples, world_passage_records)
 from learnlab.compression.training import Answerer, MethodSpec, evaluate, finetune, make_answerer
 from learnlab.core.io import load_tensors, module_weights, restore_module_weights
 
@@ -122,13 +123,35 @@ def train_reader(config: Any, ctx: Any) -> dict[str, Any]:
     return {**module_weights(model), "reader_accuracy": accuracy, "reader_final_loss": losses[-1]}
 
 
-def qa_split(config: Any, pad_id: int, tokenizer: Any, generator: torch.Generator) -> tuple[list[QAExample], list[QAExample]]:
-    """A user's QA file, contexts fitted to ``context_length``, split into training and test examples."""
-    examples = [fitted_context(example, config.context_length, pad_id)
-                for example in load_qa_file(Path(config.qa_file), tokenizer)]
+def qa_split(config: Any, examples: list[QAExample], pad_id: int,
+             generator: torch.Generator) -> tuple[list[QAExample], list[QAExample]]:
+    """QA examples (a user's file, or the world's passages), contexts fitted to ``context_length``,
+    split into training and test examples."""
+    examples = [fitted_context(example, config.context_length, pad_id) for example in examples]
     order = torch.randperm(len(examples), generator=generator).tolist()
     cut = max(1, round(len(examples) * config.qa_test_fraction))
     return [examples[index] for index in order[cut:]], [examples[index] for index in order[:cut]]
+
+
+def load_reader_and_qa(config: Any, source: str, ctx: Any) -> tuple[Any, list[QAExample], list[QAExample]]:
+    """A pretrained reader and its QA split: the tiny world's model and passages (``model=world``;
+    ``source`` is the world run), or a user's decoder and QA file."""
+    from learnlab.knowledge.probability import pad_token_id
+
+    if config.model == "world":
+        from learnlab.knowledge.substrate import WorldModel
+
+        world_model = WorldModel(Path(source))
+        reader, tokenizer = world_model.load(ctx.device)
+        records = world_passage_records(world_model, config.passage_facts, config.train_examples + config.test_examples,
+                                        ctx.seed)
+        examples = tokenize_qa(records, tokenizer)
+    else:
+        from learnlab.knowledge.models import load_causal_lm
+
+        reader, tokenizer = load_causal_lm(config.model, ctx.device, "float32")
+        examples = load_qa_file(Path(config.qa_file), tokenizer)
+    return (reader, *qa_split(config, examples, pad_token_id(tokenizer), ctx.generator("qa-split")))
 
 
 # --- one fine-tuning run ---------------------------------------------------------------------------
@@ -136,16 +159,12 @@ def qa_split(config: Any, pad_id: int, tokenizer: Any, generator: torch.Generato
 
 def finetune_worker(payload: tuple[Any, str], ctx: Any):
     """Worker factory: the reader once per process, then ``process(key)`` fine-tunes and evaluates one run."""
-    config, reader_path = payload
+    config, source = payload  # the reader's weights, or the world run (model=world)
     runs = {run.key: run for run in run_plan(config)}
     if config.model:
-        from learnlab.knowledge.models import load_causal_lm
-        from learnlab.knowledge.probability import pad_token_id
-
-        reader, tokenizer = load_causal_lm(config.model, ctx.device, "float32")
-        train, test = qa_split(config, pad_token_id(tokenizer), tokenizer, ctx.generator("qa-split"))
+        reader, train, test = load_reader_and_qa(config, source, ctx)
     else:
-        reader = restore_module_weights(build_reader(config, ctx.seed), load_tensors(Path(reader_path))).to(ctx.device)
+        reader = restore_module_weights(build_reader(config, ctx.seed), load_tensors(Path(source))).to(ctx.device)
 
     def process(key: str) -> dict[str, Any]:
         run = runs[key]

@@ -82,13 +82,45 @@ def read_qa_records(path: Path | str) -> list[dict[str, str]]:
 
 def load_qa_file(path: Path | str, tokenizer: Any) -> list[QAExample]:
     """Read a JSONL QA file (:func:`read_qa_records`) and tokenize it."""
+    return tokenize_qa(read_qa_records(path), tokenizer)
+
+
+def tokenize_qa(records: list[dict[str, str]], tokenizer: Any) -> list[QAExample]:
+    """QA records (``context``, ``question``, ``answer`` strings) as token ids; question and answer
+    each follow a space, as they would in running text."""
     examples = []
-    for record in read_qa_records(path):
+    for record in records:
         context = list(tokenizer(record["context"])["input_ids"])
         question = list(tokenizer(" " + record["question"], add_special_tokens=False)["input_ids"])
         answer = list(tokenizer(" " + record["answer"], add_special_tokens=False)["input_ids"])
         examples.append(QAExample(tuple(context), tuple(question), tuple(answer)))
     return examples
+
+
+def world_passage_records(world_model: Any, facts: int, count: int, seed: int) -> list[dict[str, str]]:
+    """``count`` passage-QA records of a trained tiny world (a ``WorldModel``): passages of ``facts``
+    facts stated in the templates its training used, a question about one of them in another
+    template, the answer the passage gives (the held-out in-context recall prompts of ``world``)."""
+    from learnlab.knowledge.corpus import heldout_template_choice
+    from learnlab.knowledge.passages import GROUPS, build_reserve, recall_prompts
+    from learnlab.knowledge.templates import FACT_TEMPLATES
+
+    world, config = world_model.world(), world_model.config
+    mix = config.document_mix()
+    withheld = heldout_template_choice(world, config.heldout_templates, world_model_seed(world_model))
+    templates = range(len(next(iter(FACT_TEMPLATES.values()))))
+    allowed = {subject: [index for index in templates if index not in withheld[subject]] for subject in withheld}
+    reserve = build_reserve(world, mix.train_reserve, mix.heldout_reserve)
+    prompts = recall_prompts(world, allowed, reserve, [facts], -(-count // len(GROUPS)), seed, mix)
+    return [{"context": prompt.context[: -len(prompt.question)].strip(), "question": prompt.question,
+             "answer": prompt.attribute} for prompt in prompts[:count]]
+
+
+def world_model_seed(world_model: Any) -> int:
+    """The seed a ``world`` run was made with (its world and corpus are deterministic in it)."""
+    from learnlab.core.io import read_json
+
+    return int(read_json(world_model.run_dir / "config.json")["seed"])
 
 
 def fitted_context(example: QAExample, length: int, pad_id: int) -> QAExample:
