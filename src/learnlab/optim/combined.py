@@ -40,6 +40,7 @@ from learnlab.core.io import load_tensors, save_tensors, write_text
 
 BASE_OPTIMIZERS = ("sgd", "momentum", "adam")
 RULE_FORMAT = "learnlab.combined-optimizer/1"
+RULE_MODELS = ("mlp", "constant", "global", "fixed")
 Tensors = list[torch.Tensor]
 
 
@@ -52,8 +53,10 @@ class RuleSpec:
         bases: base optimizers whose directions are combined, from :data:`BASE_OPTIMIZERS`.
         form: ``normalised`` (λ · softmax mixture of RMS-normalised directions) or ``sum``.
         model: ``mlp`` (the learned rule), ``constant`` (per-layer constant coefficients, an
-            ATMO-like ablation) or ``fixed`` (coefficients given as a table, for hand-designed
-            baselines).
+            ATMO-like ablation), ``global`` (one learning rate per base optimizer for every layer,
+            and Adam's β1, β2 as meta-parameters: meta-learned hyperparameters) or ``fixed``
+            (coefficients given as ``[layers, bases]`` or a per-step table ``[steps, layers,
+            bases]``, for hand-designed baselines and schedules).
         embedding_dim, hidden: the layer embedding and the MLP's hidden width.
         decays: EMA decay rates of the loss, gradient-norm and weight-norm features.
         momentum, beta1, beta2, eps: hyperparameters of the base optimizers.
@@ -63,7 +66,7 @@ class RuleSpec:
     num_layers: int
     bases: tuple[str, ...] = BASE_OPTIMIZERS
     form: Literal["normalised", "sum"] = "normalised"
-    model: Literal["mlp", "constant", "fixed"] = "mlp"
+    model: Literal["mlp", "constant", "global", "fixed"] = "mlp"
     embedding_dim: int = 4
     hidden: int = 16
     decays: tuple[float, ...] = (0.9, 0.99)
@@ -82,8 +85,8 @@ class RuleSpec:
             raise ValueError("base optimizers must not repeat")
         if self.form not in ("normalised", "sum"):
             raise ValueError(f"unknown form {self.form!r}; valid forms: normalised, sum")
-        if self.model not in ("mlp", "constant", "fixed"):
-            raise ValueError(f"unknown rule model {self.model!r}; valid models: mlp, constant, fixed")
+        if self.model not in RULE_MODELS:
+            raise ValueError(f"unknown rule model {self.model!r}; valid models: {', '.join(RULE_MODELS)}")
         if self.num_layers < 1:
             raise ValueError("num_layers must be >= 1")
         if not all(0 <= decay < 1 for decay in self.decays) or not self.decays:
@@ -103,6 +106,9 @@ def initial_meta_parameters(spec: RuleSpec, generator: torch.Generator | None = 
         return {}
     if spec.model == "constant":
         return {"log_lr": log_lr, "layer_logits": torch.zeros(spec.num_layers, count)}
+    if spec.model == "global":
+        betas = torch.logit(torch.tensor([spec.beta1, spec.beta2]))
+        return {"log_lr": log_lr, **({"beta_logits": betas} if "adam" in spec.bases else {})}
     inputs = spec.embedding_dim + spec.num_features
     outputs = count if spec.form == "sum" else count + 1
     scale = 1 / math.sqrt(inputs)
@@ -116,16 +122,17 @@ def initial_meta_parameters(spec: RuleSpec, generator: torch.Generator | None = 
     }
 
 
-def coefficients(spec: RuleSpec, meta: Mapping[str, torch.Tensor], features: torch.Tensor) -> torch.Tensor:
-    """Coefficients ``[layers, bases]`` of one step from the layers' ``features [layers, num_features]``.
+def coefficients(spec: RuleSpec, meta: Mapping[str, torch.Tensor], features: torch.Tensor, step: int = 1) -> torch.Tensor:
+    """Coefficients ``[layers, bases]`` of step ``step`` from the layers' ``features [layers, num_features]``.
 
     ``normalised``: ``λ_l μ_{l,p}`` (μ sums to one over p); ``sum``: ``c_{l,p}``. A ``fixed`` rule
-    reads them from ``meta["coefficients"]``.
+    reads them from ``meta["coefficients"]`` (row ``step - 1`` of a per-step table).
     """
     if spec.model == "fixed":
-        return meta["coefficients"]
-    if spec.model == "constant":
-        outputs = meta["layer_logits"]
+        table = meta["coefficients"]
+        return table[min(step, table.shape[0]) - 1] if table.dim() == 3 else table
+    if spec.model in ("constant", "global"):
+        outputs = meta["layer_logits"] if spec.model == "constant" else torch.zeros(features.shape[0], len(spec.bases))
         if spec.form == "sum":
             return torch.exp(meta["log_lr"] + outputs)
         return torch.exp(meta["log_lr"]) * torch.softmax(outputs, dim=-1)
@@ -166,8 +173,10 @@ def layer_features(spec: RuleSpec, state: Mapping[str, Any], step: int, horizon:
     return torch.cat([time, loss, grad, weight], dim=-1)
 
 
-def _base_directions(spec: RuleSpec, grads: Tensors, state: dict[str, Any], step: int) -> list[Tensors]:
-    """Per base optimizer, its direction for every layer (a step of size one); updates ``state``."""
+def _base_directions(spec: RuleSpec, grads: Tensors, state: dict[str, Any], step: int, betas: Any) -> list[Tensors]:
+    """Per base optimizer, its direction for every layer (a step of size one); updates ``state``.
+    ``betas`` are Adam's (β1, β2) (numbers, or meta-learned tensors)."""
+    beta1, beta2 = betas
     directions = []
     for name in spec.bases:
         if name == "sgd":
@@ -176,9 +185,9 @@ def _base_directions(spec: RuleSpec, grads: Tensors, state: dict[str, Any], step
             state["momentum"] = [spec.momentum * m + g for m, g in zip(state["momentum"], grads)]
             directions.append(state["momentum"])
         else:
-            state["adam_m"] = [spec.beta1 * m + (1 - spec.beta1) * g for m, g in zip(state["adam_m"], grads)]
-            state["adam_v"] = [spec.beta2 * v + (1 - spec.beta2) * g * g for v, g in zip(state["adam_v"], grads)]
-            first, second = 1 - spec.beta1 ** step, 1 - spec.beta2 ** step
+            state["adam_m"] = [beta1 * m + (1 - beta1) * g for m, g in zip(state["adam_m"], grads)]
+            state["adam_v"] = [beta2 * v + (1 - beta2) * g * g for v, g in zip(state["adam_v"], grads)]
+            first, second = 1 - beta1 ** step, 1 - beta2 ** step
             directions.append([(m / first) / ((v / second).sqrt() + spec.eps)
                                for m, v in zip(state["adam_m"], state["adam_v"])])
     return directions
@@ -204,10 +213,11 @@ def combined_step(spec: RuleSpec, meta: Mapping[str, torch.Tensor], params: Tens
     state["loss_ema"] = decays * state["loss_ema"] + (1 - decays) * loss.detach()
     state["grad_ema"] = decays * state["grad_ema"] + (1 - decays) * grad_norms
     state["weight_ema"] = decays * state["weight_ema"] + (1 - decays) * weight_norms
-    coefficient = coefficients(spec, meta, layer_features(spec, state, step, horizon))
+    coefficient = coefficients(spec, meta, layer_features(spec, state, step, horizon), step)
     if layer_scales is not None:
         coefficient = coefficient * layer_scales.unsqueeze(-1)
-    directions = _base_directions(spec, grads, state, step)
+    betas = torch.sigmoid(meta["beta_logits"]) if "beta_logits" in meta else (spec.beta1, spec.beta2)
+    directions = _base_directions(spec, grads, state, step, betas)
     new_params = []
     for layer, param in enumerate(params):
         update = sum(coefficient[layer, index] * (_rms_normalised(d[layer]) if spec.form == "normalised" else d[layer])
@@ -314,4 +324,4 @@ def load_rule(path: str | Path) -> tuple[RuleSpec, dict[str, torch.Tensor]]:
     expected = initial_meta_parameters(spec)
     if set(meta) != set(expected) or any(meta[k].shape != expected[k].shape for k in expected):
         raise UserError(f"{weights_path} does not hold the meta-parameters its config describes")
-    return spec, meta
+    return spec, {name: meta[name] for name in expected}  # the canonical order (safetensors sorts names)

@@ -62,7 +62,7 @@ def flatten(meta: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, Callable[[t
 
     def unflatten(flat: torch.Tensor) -> dict[str, torch.Tensor]:
         lead = flat.shape[:-1]
-        return {name: part.reshape(*lead, *shape)
+        return {name: part.reshape(tuple(lead) + tuple(shape))
                 for name, shape, part in zip(names, shapes, torch.split(flat, sizes, dim=-1))}
 
     return vector, unflatten

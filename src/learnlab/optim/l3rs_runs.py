@@ -1,0 +1,193 @@
+"""The runs of the ``l3rs`` study: tuned hand-designed baselines, ES meta-training, evaluation.
+
+Every optimizer, hand-designed or learned, is a combination rule (:mod:`learnlab.optim.combined`)
+trained by the same vectorised loop (:mod:`learnlab.optim.population`):
+
+- hand-designed baselines are ``fixed`` rules with one base optimizer (heavy-ball momentum or
+  Adam) whose per-step coefficient is the learning rate times the schedule (constant or cosine),
+  with a separate head learning rate in the ``head`` variants; each family's grid is one
+  population, tuned on its own task seeds by mean validation loss;
+- the learned rules (the per-layer MLP, the per-layer constant combination and meta-learned Adam
+  hyperparameters) are meta-trained by antithetic ES with the same budget.
+
+``config`` is the study's config; payloads of the worker factories are ``(config, directory)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from learnlab.optim.combined import RuleSpec, initial_meta_parameters
+from learnlab.optim.evolution import ESSettings, flatten, meta_train
+from learnlab.optim.finetune_tasks import finetune_data, pretrain_body, structure, task_batches, task_start
+from learnlab.optim.population import stacked, train_population
+
+HAND_DESIGNED = ("sgdm-const", "sgdm-cosine", "adam-const", "adam-cosine",
+                 "sgdm-const-head", "sgdm-cosine-head", "adam-const-head", "adam-cosine-head")
+LEARNED = ("l3rs", "constant", "adam-hp")
+TUNING_SEED_OFFSET, META_SEED_OFFSET = 500, 1000
+
+
+@lru_cache(maxsize=16)
+def body(seed: int, width: int, steps: int) -> dict[str, torch.Tensor]:
+    return pretrain_body(seed, width, steps)
+
+
+def learned_spec(config: Any, method: str, num_layers: int) -> RuleSpec:
+    """The rule of a learned method: ``l3rs`` (per-layer MLP), ``constant`` (per-layer constants), ``adam-hp``."""
+    if method == "l3rs":
+        return RuleSpec(num_layers=num_layers, bases=config.bases, form=config.form, initial_lr=config.initial_lr)
+    if method == "constant":
+        return RuleSpec(num_layers=num_layers, bases=config.bases, form=config.form, model="constant",
+                        initial_lr=config.initial_lr)
+    return RuleSpec(num_layers=num_layers, bases=("adam",), form="sum", model="global", initial_lr=config.initial_lr)
+
+
+def baseline_grid(config: Any, family: str, num_layers: int, horizon: int) -> tuple[RuleSpec, torch.Tensor, list[dict]]:
+    """A family's grid as a fixed rule: ``(spec, coefficient tables [members, steps, layers, 1], settings)``."""
+    base = "adam" if family.startswith("adam") else "momentum"
+    rates = config.adam_learning_rates if base == "adam" else config.sgdm_learning_rates
+    ratios = config.head_ratios if family.endswith("head") else (1.0,)
+    steps = torch.arange(horizon, dtype=torch.float32)
+    schedule = 0.5 * (1 + torch.cos(math.pi * steps / horizon)) if "cosine" in family else torch.ones(horizon)
+    tables, settings = [], []
+    for rate in rates:
+        for ratio in ratios:
+            layer_rates = torch.full((num_layers,), float(rate))
+            layer_rates[-2:] *= ratio  # the head: the last Linear's weight and bias
+            tables.append(schedule[:, None, None] * layer_rates[None, :, None])
+            settings.append({"learning_rate": float(rate), "head_ratio": float(ratio)})
+    return RuleSpec(num_layers=num_layers, bases=(base,), form="sum", model="fixed"), torch.stack(tables), settings
+
+
+def run_task(config: Any, spec: RuleSpec, metas: dict[str, torch.Tensor], pretrain_seed: int, task_seed: int,
+             horizon: int, split: str, rotated: bool = False, eval_every: int = 0, record_coefficients: bool = False):
+    """Fine-tune the body of ``pretrain_seed`` (fresh head from ``task_seed``) under every member of ``metas``."""
+    data = finetune_data(rotated)
+    start = task_start(body(pretrain_seed, config.width, config.pretrain_steps), config.width, task_seed)
+    members = next(iter(metas.values())).shape[0]
+    eval_x, eval_y = (data.val_x, data.val_y) if split == "val" else (data.test_x, data.test_y)
+    return train_population(structure(config.width), stacked(start, members), spec, metas, data.train_x, data.train_y,
+                            eval_x, eval_y, task_batches(len(data.train_y), config.batch_size, horizon, task_seed),
+                            horizon, eval_every=eval_every, record_coefficients=record_coefficients)
+
+
+def tune_baselines(config: Any) -> dict[str, Any]:
+    """Each hand-designed family's best setting by mean validation loss over the tuning task seeds."""
+    num_layers = len(body(config.pretrain_seeds[0], config.width, config.pretrain_steps))
+    tuned = {}
+    for family in HAND_DESIGNED:
+        spec, tables, settings = baseline_grid(config, family, num_layers, config.horizon)
+        losses = torch.stack([
+            run_task(config, spec, {"coefficients": tables}, config.pretrain_seeds[seed % len(config.pretrain_seeds)],
+                     TUNING_SEED_OFFSET + seed, config.horizon, "val").final_loss
+            for seed in range(config.tuning_seeds)]).mean(dim=0)
+        losses = torch.nan_to_num(losses, nan=math.inf)
+        best = int(torch.argmin(losses))
+        rates = config.adam_learning_rates if family.startswith("adam") else config.sgdm_learning_rates
+        choice = settings[best]
+        # ratio 1 (one rate for all layers) is the natural lower end of the head grid; its upper end is an edge
+        edge = choice["learning_rate"] in (min(rates), max(rates)) or (
+            family.endswith("head") and choice["head_ratio"] == max(config.head_ratios))
+        tuned[family] = {**choice, "val_loss": float(losses[best]), "at_grid_edge": bool(edge),
+                         "grid": [{**s, "val_loss": float(v)} for s, v in zip(settings, losses.tolist())]}
+    return tuned
+
+
+def _meta_objective(config: Any, spec: RuleSpec, unflatten: Callable) -> Callable[[torch.Tensor, int], torch.Tensor]:
+    """Losses ``[tasks, members]`` of a population on the tasks of one ES iteration (common random numbers)."""
+    every = max(1, config.horizon // 10)
+
+    def objective(population: torch.Tensor, iteration: int) -> torch.Tensor:
+        metas = unflatten(population)
+        rows = []
+        for task in range(config.es_tasks):
+            index = iteration * config.es_tasks + task
+            run = run_task(config, spec, metas, config.pretrain_seeds[index % len(config.pretrain_seeds)],
+                           META_SEED_OFFSET + index, config.horizon, "val", eval_every=every)
+            losses = run.final_loss if config.meta_objective == "final" else run.curve.mean(dim=1)
+            rows.append(torch.nan_to_num(losses, nan=1e3, posinf=1e3).clamp_max(1e3))
+        return torch.stack(rows)
+
+    return objective
+
+
+def meta_train_method(config: Any, method: str, checkpoint: Path | None, seed: int,
+                      on_iteration: Callable | None = None) -> dict[str, Any]:
+    num_layers = len(body(config.pretrain_seeds[0], config.width, config.pretrain_steps))
+    spec = learned_spec(config, method, num_layers)
+    theta, unflatten = flatten(initial_meta_parameters(spec, torch.Generator().manual_seed(seed)))
+    settings = ESSettings(pairs=config.es_pairs, sigma=config.es_sigma, learning_rate=config.es_learning_rate,
+                          iterations=config.es_iterations, clip=config.es_clip, checkpoint_every=10)
+    result = meta_train(_meta_objective(config, spec, unflatten), theta, settings, seed, checkpoint,
+                        on_iteration=on_iteration)
+    return {"theta": result.theta.tolist(), "history": result.history, "parameters": int(theta.numel())}
+
+
+def meta_worker(payload: tuple[Any, str], ctx: Any) -> Callable[[str], dict[str, Any]]:
+    """Worker factory: item ``method`` is its ES meta-training (checkpointed under the payload's directory)."""
+    config, directory = payload
+
+    def process(method: str) -> dict[str, Any]:
+        with ctx.progress(f"meta-training {method} (ES iterations)", config.es_iterations) as bar:
+            return meta_train_method(config, method, Path(directory) / f"{method}.meta.pt", config.es_seed,
+                                     on_iteration=lambda step, record: bar.advance(1))
+
+    return process
+
+
+def learned_metas(config: Any, method: str, theta: list[float], num_layers: int) -> tuple[RuleSpec, dict[str, torch.Tensor]]:
+    spec = learned_spec(config, method, num_layers)
+    _, unflatten = flatten(initial_meta_parameters(spec))
+    return spec, unflatten(torch.tensor(theta))
+
+
+def variant_settings(config: Any, variant: str) -> tuple[tuple[int, ...], bool, int]:
+    """``(pretraining seeds, rotated inputs, horizon)`` of an evaluation variant."""
+    seeds = (config.unseen_pretrain_seed,) if variant == "unseen-init" else config.pretrain_seeds
+    return seeds, variant == "unseen-dataset", 2 * config.horizon if variant == "long-horizon" else config.horizon
+
+
+def evaluate_worker(payload: tuple[Any, dict[str, Any]], ctx: Any) -> Callable[[str], dict[str, Any]]:
+    """Worker factory: item ``variant`` scores every method on ``eval_seeds`` test tasks of that variant.
+
+    Payload: ``(config, {"tuned": ..., "learned": {method: theta}, "num_layers": n})``.
+    """
+    config, setup = payload
+
+    def process(variant: str) -> dict[str, Any]:
+        pretrain_seeds, rotated, horizon = variant_settings(config, variant)
+        every = max(1, horizon // 20)
+        record: dict[str, Any] = {}
+        rules = {}
+        for family, choice in setup["tuned"].items():
+            spec, tables, settings = baseline_grid(config, family, setup["num_layers"], horizon)
+            member = settings.index({"learning_rate": choice["learning_rate"], "head_ratio": choice["head_ratio"]})
+            rules[family] = (spec, {"coefficients": tables[member:member + 1]})
+        for method, theta in setup["learned"].items():
+            spec, meta = learned_metas(config, method, theta, setup["num_layers"])
+            rules[method] = (spec, {name: value.unsqueeze(0) for name, value in meta.items()})
+        with ctx.progress(f"evaluating ({variant})", len(rules) * config.eval_seeds) as bar:
+            for name, (spec, metas) in rules.items():
+                finals, curves, coefficient_runs = [], [], []
+                for seed in range(config.eval_seeds):
+                    run = run_task(config, spec, metas, pretrain_seeds[seed % len(pretrain_seeds)], seed, horizon, "test",
+                                   rotated, eval_every=every, record_coefficients=name == "l3rs" and variant == "in-distribution")
+                    finals.append(float(run.final_loss[0]))
+                    curves.append(run.curve[0].tolist())
+                    if run.coefficients is not None:
+                        coefficient_runs.append(run.coefficients[0])
+                    bar.advance(1)
+                record[name] = {"final": finals, "curve": np.mean(curves, axis=0).tolist(), "curve_steps": run.curve_steps}
+                if coefficient_runs:
+                    record[name]["coefficients"] = torch.stack(coefficient_runs).mean(dim=0).tolist()
+        return record
+
+    return process
