@@ -65,3 +65,14 @@ def test_noise_is_a_function_of_seed_and_iteration_and_flatten_inverts():
     assert vector.shape == (10,)
     back = unflatten(torch.stack([vector, vector]))
     assert back["a"].shape == (2, 2, 3) and torch.equal(back["b"][1], meta["b"])
+
+
+def test_pairs_sharded_over_two_gloo_processes_equal_one_process(tmp_path):
+    import torch.multiprocessing as mp
+
+    from tests.optim.es_worker import quadratic, settings, sharded_rank
+
+    output = tmp_path / "theta.pt"
+    mp.spawn(sharded_rank, args=(2, str(tmp_path / "init"), str(output)), nprocs=2, join=True)
+    single = meta_train(quadratic, torch.ones(4), settings(), seed=2, normalise=False)
+    torch.testing.assert_close(torch.load(output), single.theta, rtol=1e-6, atol=1e-7)

@@ -11,7 +11,7 @@ from learnlab.core.registry import get_study
 from learnlab.core.runs import RunOptions, prepare_run
 from learnlab.optim.combined import CombinedOptimizer, load_rule
 from learnlab.optim.finetune_tasks import finetune_data, structure, task_start
-from learnlab.optim.l3rs_runs import baseline_grid, body
+from learnlab.optim.l3rs_runs import baseline_grid, body, task_source
 
 
 def _smoke_dir(tmp_path, overrides=()):
@@ -34,8 +34,9 @@ def test_smoke_run_and_its_optimizer_trains_a_model(tmp_path):
     # the meta-trained rule is a torch.optim optimizer for the task's model
     spec, meta = load_rule(run_dir / "l3rs_optimizer.safetensors")
     config = get_study("l3rs").config("smoke")
-    model = structure(config.width)
-    model.load_state_dict(task_start(body(0, config.width, config.pretrain_steps), config.width, 0))
+    source = task_source(config)
+    model = structure(source)
+    model.load_state_dict(task_start(source, body(source, 0, config.pretrain_steps), 0))
     optimizer = CombinedOptimizer(model.parameters(), spec, meta, horizon=5)
     data = finetune_data()
     before = torch.nn.functional.cross_entropy(model(data.train_x), data.train_y)
@@ -66,6 +67,8 @@ def test_baseline_grid_tables():
 @pytest.mark.parametrize("argv, message", [
     (["--set", "bases=sgd,lion"], "unknown base optimizer 'lion'"),
     (["--set", "unseen_pretrain_seed=0"], "unseen_pretrain_seed must not be one of pretrain_seeds"),
+    (["--set", "dataset=cifar10"], "dataset cifar10 needs a local directory (root); nothing is downloaded"),
+    (["--set", "dataset=cifar10", "--set", "data_root=/nonexistent"], "/nonexistent"),
 ])
 def test_bad_config_exits_2_with_one_line(argv, message, tmp_path, capsys):
     assert main(["run", "l3rs", "--preset", "smoke", "--out", str(tmp_path), "--quiet", *argv]) == 2

@@ -1,4 +1,4 @@
-"""Fine-tuning tasks for learned optimizers: a body pretrained on digits 0-4, fine-tuned on 5-9.
+"""Fine-tuning tasks for learned optimizers: a body pretrained on classes 0-4, fine-tuned on 5-9.
 
 Kristiansen et al. (2024, §4) meta-train on fine-tuning a pretrained network; here the analogue
 at CPU scale is scikit-learn's 8x8 digits (shipped with the package, nothing downloaded):
@@ -11,7 +11,9 @@ at CPU scale is scikit-learn's 8x8 digits (shipped with the package, nothing dow
   fine-tuning dataset (the 5-9 images rotated by 90 degrees), and twice the horizon.
 
 The fine-tuning images are split once (fixed seed) into halves for training and quarters for
-validation and test; inputs are scaled by the pixel statistics of the pretraining images.
+validation and test; inputs are scaled by the pixel statistics of the pretraining images. A
+:class:`TaskSource` names the dataset (``digits``, or MNIST / Fashion-MNIST / CIFAR-10 from a local
+directory) and the model (any of :func:`learnlab.data.models.build_model`, e.g. a ResNet).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from learnlab.data.datasets import load_dataset
 from learnlab.data.models import build_model
 from learnlab.data.offline import digits_arrays
 from learnlab.data.training import batch_indices
@@ -43,23 +46,40 @@ class TaskData:
     test_y: torch.Tensor
 
 
-@lru_cache(maxsize=1)
-def _scaled_digits() -> tuple[torch.Tensor, torch.Tensor]:
-    images, labels = digits_arrays()
+@dataclass(frozen=True)
+class TaskSource:
+    """Where tasks come from: ``dataset`` (``digits``; ``mnist``, ``fashion-mnist``, ``cifar10`` read
+    from ``root``) and the fine-tuned ``model`` of ``width``."""
+
+    dataset: str = "digits"
+    root: str = ""
+    model: str = "mlp"
+    width: int = 8
+
+
+@lru_cache(maxsize=2)
+def _scaled_images(dataset: str, root: str) -> tuple[torch.Tensor, torch.Tensor]:
+    if dataset == "digits":
+        images, labels = digits_arrays()
+        images = images[:, None]
+    else:
+        data = load_dataset(dataset, root or None)
+        images = torch.cat([data.train.x, data.val.x, data.test.x]).numpy()
+        labels = torch.cat([data.train.y, data.val.y, data.test.y]).numpy()
     pretrain = np.isin(labels, PRETRAIN_CLASSES)
     mean, std = images[pretrain].mean(), images[pretrain].std()
-    return torch.from_numpy((images - mean) / std).float().unsqueeze(1), torch.from_numpy(labels)
+    return torch.from_numpy((images - mean) / std).float(), torch.from_numpy(labels)
 
 
-def pretraining_data() -> tuple[torch.Tensor, torch.Tensor]:
-    x, y = _scaled_digits()
+def pretraining_data(source: TaskSource = TaskSource()) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = _scaled_images(source.dataset, source.root)
     keep = y < len(PRETRAIN_CLASSES)
     return x[keep], y[keep]
 
 
-def finetune_data(rotated: bool = False) -> TaskData:
+def finetune_data(source: TaskSource = TaskSource(), rotated: bool = False) -> TaskData:
     """Classes 5-9 relabelled 0-4, split 50 / 25 / 25 with a fixed seed; ``rotated``: images turned 90 degrees."""
-    x, y = _scaled_digits()
+    x, y = _scaled_images(source.dataset, source.root)
     keep = y >= len(PRETRAIN_CLASSES)
     x, y = x[keep], y[keep] - len(PRETRAIN_CLASSES)
     if rotated:
@@ -70,10 +90,12 @@ def finetune_data(rotated: bool = False) -> TaskData:
     return TaskData(*(tensor for part in parts for tensor in (x[part], y[part])))
 
 
-def pretrain_body(seed: int, width: int, steps: int, learning_rate: float = 3e-3, batch_size: int = 64) -> dict[str, torch.Tensor]:
-    """An MLP (hidden 8·width, two layers) trained with Adam on digits 0-4: its weights by name."""
-    x, y = pretraining_data()
-    model = build_model("mlp", (1, 8, 8), len(PRETRAIN_CLASSES), width, torch.Generator().manual_seed(seed))
+def pretrain_body(source: TaskSource, seed: int, steps: int, learning_rate: float = 3e-3,
+                  batch_size: int = 64) -> dict[str, torch.Tensor]:
+    """The source's model (e.g. an MLP with hidden 8·width) trained with Adam on classes 0-4: its weights by name."""
+    x, y = pretraining_data(source)
+    model = build_model(source.model, tuple(x.shape[1:]), len(PRETRAIN_CLASSES), source.width,
+                        torch.Generator().manual_seed(seed))
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
     batches = batch_indices(len(y), batch_size, torch.Generator().manual_seed(seed + 1))
     for _ in range(steps):
@@ -85,9 +107,9 @@ def pretrain_body(seed: int, width: int, steps: int, learning_rate: float = 3e-3
     return {name: value.detach().clone() for name, value in model.named_parameters()}
 
 
-def task_start(body: dict[str, torch.Tensor], width: int, task_seed: int) -> dict[str, torch.Tensor]:
+def task_start(source: TaskSource, body: dict[str, torch.Tensor], task_seed: int) -> dict[str, torch.Tensor]:
     """The pretrained body with a fresh head (the last layer re-initialised from ``task_seed``)."""
-    fresh = build_model("mlp", (1, 8, 8), len(PRETRAIN_CLASSES), width, torch.Generator().manual_seed(10_000 + task_seed))
+    fresh = structure(source, torch.Generator().manual_seed(10_000 + task_seed))
     params = dict(body)
     head = list(body)[-2:]  # the last Linear: weight and bias
     for name, value in fresh.named_parameters():
@@ -101,6 +123,7 @@ def task_batches(num_train: int, batch_size: int, steps: int, task_seed: int) ->
     return [next(stream) for _ in range(steps)]
 
 
-def structure(width: int) -> torch.nn.Module:
+def structure(source: TaskSource, generator: torch.Generator | None = None) -> torch.nn.Module:
     """The fine-tuned model's structure (its weights come from :func:`task_start`)."""
-    return build_model("mlp", (1, 8, 8), len(PRETRAIN_CLASSES), width)
+    x, _ = _scaled_images(source.dataset, source.root)
+    return build_model(source.model, tuple(x.shape[1:]), len(PRETRAIN_CLASSES), source.width, generator)

@@ -26,7 +26,7 @@ import torch
 
 from learnlab.optim.combined import RuleSpec, initial_meta_parameters
 from learnlab.optim.evolution import ESSettings, flatten, meta_train
-from learnlab.optim.finetune_tasks import finetune_data, pretrain_body, structure, task_batches, task_start
+from learnlab.optim.finetune_tasks import TaskSource, finetune_data, pretrain_body, structure, task_batches, task_start
 from learnlab.optim.population import stacked, train_population
 
 HAND_DESIGNED = ("sgdm-const", "sgdm-cosine", "adam-const", "adam-cosine",
@@ -35,9 +35,17 @@ LEARNED = ("l3rs", "constant", "adam-hp")
 TUNING_SEED_OFFSET, META_SEED_OFFSET = 500, 1000
 
 
+def task_source(config: Any) -> TaskSource:
+    return TaskSource(dataset=config.dataset, root=config.data_root, model=config.model, width=config.width)
+
+
 @lru_cache(maxsize=16)
-def body(seed: int, width: int, steps: int) -> dict[str, torch.Tensor]:
-    return pretrain_body(seed, width, steps)
+def body(source: TaskSource, seed: int, steps: int) -> dict[str, torch.Tensor]:
+    return pretrain_body(source, seed, steps)
+
+
+def num_layers_of(config: Any) -> int:
+    return len(body(task_source(config), config.pretrain_seeds[0], config.pretrain_steps))
 
 
 def learned_spec(config: Any, method: str, num_layers: int) -> RuleSpec:
@@ -70,18 +78,19 @@ def baseline_grid(config: Any, family: str, num_layers: int, horizon: int) -> tu
 def run_task(config: Any, spec: RuleSpec, metas: dict[str, torch.Tensor], pretrain_seed: int, task_seed: int,
              horizon: int, split: str, rotated: bool = False, eval_every: int = 0, record_coefficients: bool = False):
     """Fine-tune the body of ``pretrain_seed`` (fresh head from ``task_seed``) under every member of ``metas``."""
-    data = finetune_data(rotated)
-    start = task_start(body(pretrain_seed, config.width, config.pretrain_steps), config.width, task_seed)
+    source = task_source(config)
+    data = finetune_data(source, rotated)
+    start = task_start(source, body(source, pretrain_seed, config.pretrain_steps), task_seed)
     members = next(iter(metas.values())).shape[0]
     eval_x, eval_y = (data.val_x, data.val_y) if split == "val" else (data.test_x, data.test_y)
-    return train_population(structure(config.width), stacked(start, members), spec, metas, data.train_x, data.train_y,
+    return train_population(structure(source), stacked(start, members), spec, metas, data.train_x, data.train_y,
                             eval_x, eval_y, task_batches(len(data.train_y), config.batch_size, horizon, task_seed),
                             horizon, eval_every=eval_every, record_coefficients=record_coefficients)
 
 
 def tune_baselines(config: Any) -> dict[str, Any]:
     """Each hand-designed family's best setting by mean validation loss over the tuning task seeds."""
-    num_layers = len(body(config.pretrain_seeds[0], config.width, config.pretrain_steps))
+    num_layers = num_layers_of(config)
     tuned = {}
     for family in HAND_DESIGNED:
         spec, tables, settings = baseline_grid(config, family, num_layers, config.horizon)
@@ -121,7 +130,7 @@ def _meta_objective(config: Any, spec: RuleSpec, unflatten: Callable) -> Callabl
 
 def meta_train_method(config: Any, method: str, checkpoint: Path | None, seed: int,
                       on_iteration: Callable | None = None) -> dict[str, Any]:
-    num_layers = len(body(config.pretrain_seeds[0], config.width, config.pretrain_steps))
+    num_layers = num_layers_of(config)
     spec = learned_spec(config, method, num_layers)
     theta, unflatten = flatten(initial_meta_parameters(spec, torch.Generator().manual_seed(seed)))
     settings = ESSettings(pairs=config.es_pairs, sigma=config.es_sigma, learning_rate=config.es_learning_rate,
