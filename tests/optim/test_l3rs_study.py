@@ -98,3 +98,24 @@ def test_claims_are_pinned():
     }
     quick = study.config("quick")
     assert (quick.eval_seeds, quick.horizon) == (10, 100)
+
+
+def test_the_full_preset_path_a_resnet_on_cifar10_files(tmp_path):
+    """The full preset's task source (a ResNet, CIFAR-10 from a local directory) on a tiny fake CIFAR-10."""
+    import pickle
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        labels = list(np.arange(40) % 10)
+        with open(tmp_path / name, "wb") as handle:
+            pickle.dump({"data": rng.integers(0, 256, (40, 3072), dtype=np.uint8), "labels": labels}, handle)
+    overrides = ["dataset=cifar10", f"data_root={tmp_path}", "model=resnet", "width=2", "batch_size=8", "horizon=3"]
+    argv = ["run", "l3rs", "--preset", "smoke", "--out", str(tmp_path / "runs"), "--quiet"]
+    assert main(argv + [item for pair in overrides for item in ("--set", pair)]) == 0
+    run_dir = _smoke_dir(tmp_path / "runs", tuple(overrides))
+    measured = json.loads((run_dir / "results.json").read_text())["measured"]
+    assert np.isfinite(measured["in-distribution_table"]["l3rs"]["mean"])
+    spec, _ = load_rule(run_dir / "l3rs_optimizer.safetensors")
+    assert spec.num_layers > 6  # a ResNet's parameter tensors

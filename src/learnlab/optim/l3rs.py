@@ -127,7 +127,8 @@ def _summarise(config: Config, evaluation: dict[str, dict[str, Any]], tuned: dic
                                 "baselines_at_grid_edge": [f for f, choice in tuned.items() if choice["at_grid_edge"]]}
     baselines = list(HAND_DESIGNED) + ["adam-hp"]
     for variant, record in evaluation.items():
-        table = {name: {"mean": float(np.mean(r["final"])), "std": float(np.std(r["final"]))} for name, r in record.items()}
+        table = {name: {"mean": float(np.mean(r["final"])), "std": float(np.std(r["final"])),
+                        "trajectory_average": float(np.mean(r["curve"]))} for name, r in record.items()}
         measured[f"{variant}_table"] = table
         best = min(baselines, key=lambda name: table[name]["mean"])
         measured[f"{variant}_best_baseline"] = best
