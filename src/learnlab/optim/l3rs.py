@@ -149,8 +149,8 @@ def _summarise(config: Config, evaluation: dict[str, dict[str, Any]], tuned: dic
     over_time = per_layer.mean(axis=1)
     measured["coefficient_spread_across_layers"] = float(middle.max() / middle.min())
     measured["coefficient_spread_over_time"] = float(over_time.max() / over_time.min())
-    measured["mixture_by_base_mean"] = dict(zip(config.bases, (coefficients / coefficients.sum(-1, keepdims=True))
-                                                .mean(axis=(0, 1)).tolist())) if coefficients.shape[-1] == len(config.bases) else {}
+    mixture = coefficients / coefficients.sum(-1, keepdims=True)  # μ_{l,p}(t): the rule has one column per base
+    measured["mixture_by_base_mean"] = dict(zip(config.bases, mixture.mean(axis=(0, 1)).tolist()))
     return measured
 
 
