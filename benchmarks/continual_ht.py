@@ -45,14 +45,17 @@ def loss_of(name: str, model: torch.nn.Module, pool, batch: int, generator: torc
 def episodes_per_second(name: str, model: torch.nn.Module, pool, batch: int, seconds: float = 3.0) -> float:
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     generator = torch.Generator().manual_seed(0)
-    steps, start = 0, None
-    while start is None or time.perf_counter() - start < seconds:
-        if steps == 2:
-            start, steps = time.perf_counter(), 0  # two warm-up steps
+    def step() -> None:
         loss = loss_of(name, model, pool, batch, generator)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+
+    for _ in range(2):  # warm-up
+        step()
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        step()
         steps += 1
     return steps * batch / (time.perf_counter() - start)
 
@@ -75,10 +78,10 @@ def main() -> None:
     pool = generate_glyphs(200, 20, SIZE)
     print(f"CPU threads: {args.threads}; {WAYS}-way {SHOTS}-shot, {QUERIES} queries per class, {SIZE}x{SIZE}, "
           f"{WIDTH} channels")
-    print(f"\n{'model':<12}" + "".join(f"{f'batch {b}':>14}" for b in (1, 8, 32)) + "   (meta-training episodes / s)")
+    print(f"\n{'model':<12}" + "".join(f"{f'batch {b}':>14}" for b in (1, 8, 32)) + "   (meta-training episodes / s)", flush=True)
     for name, model in models().items():
         rates = [episodes_per_second(name, model, pool, batch) for batch in (1, 8, 32)]
-        print(f"{name:<12}" + "".join(f"{rate:>14.1f}" for rate in rates))
+        print(f"{name:<12}" + "".join(f"{rate:>14.1f}" for rate in rates), flush=True)
     model = models()["HT"]
     episode = sample_episodes(pool, 1, WAYS, SHOTS, QUERIES, torch.Generator().manual_seed(1))
     with torch.no_grad():
