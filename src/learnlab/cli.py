@@ -7,22 +7,27 @@ recorded as failed and exits with code 1.
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
 from rich.console import Console
+from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
 from learnlab.core.claims import format_measured
 from learnlab.core.errors import UserError
-from learnlab.core.registry import PRESETS, get_study, load_studies
+from learnlab.core.registry import PRESETS, Study, get_study, load_studies
 from learnlab.core.report import write_report
 from learnlab.core.runs import RunOptions, execute, prepare_run
 from learnlab.core.runtime import DEVICES
+from learnlab.core.scheduler import Schedule, reproduce_distributed
 
 VERDICT_STYLE = {"pass": "bold green", "fail": "bold red", "not-run": "yellow"}
+STATE_STYLE = {"running": "bold cyan", "done": "green", "reused": "green", "failed": "bold red", "skipped": "yellow"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -59,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     reproduce = commands.add_parser("reproduce", help="run every study (reusing finished runs) and write the report")
     reproduce.add_argument("--only", default="", help="comma-separated study ids to run (default: all)")
+    reproduce.add_argument("--skip", default="", help="comma-separated study ids not to run")
+    reproduce.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                           help="CPU slots shared by the studies' processes (default: the number of cores)")
     _add_run_options(reproduce, "quick")
 
     report = commands.add_parser("report", help="write runs/report.html and runs/REPORT.md from finished runs")
@@ -131,22 +139,54 @@ def _command_run(args: argparse.Namespace, console: Console) -> int:
     return 0 if results["status"] == "ok" else 1
 
 
-def _command_reproduce(args: argparse.Namespace, console: Console) -> int:
-    studies = load_studies()
-    names = [name.strip() for name in args.only.split(",") if name.strip()] or list(studies)
+def _study_names(studies: dict[str, Study], listed: str, what: str) -> list[str]:
+    names = [name.strip() for name in listed.split(",") if name.strip()]
     unknown = [name for name in names if name not in studies]
     if unknown:
-        raise UserError(f"unknown study {unknown[0]!r}; valid studies: {', '.join(studies)}")
+        raise UserError(f"unknown study {unknown[0]!r} in {what}; valid studies: {', '.join(studies)}")
+    return names
+
+
+def _overview(schedule: Schedule) -> Table:
+    """The live table of ``reproduce``: state, slots, elapsed and expected time per study."""
+    table = Table(title=f"learnlab reproduce ({schedule.options.preset}): {schedule.wall_seconds:.0f} s, "
+                        f"{schedule.jobs} slots")
+    for column in ("study", "state", "slots", "elapsed", "expected", "note"):
+        table.add_column(column)
+    for task in schedule.tasks:
+        style = STATE_STYLE.get(task.state, "")
+        table.add_row(task.name, f"[{style}]{task.state}[/{style}]" if style else task.state, str(task.slots),
+                      f"{task.elapsed:.0f} s" if task.started else "", f"{task.expected:.0f} s", escape(task.note))
+    return table
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _command_reproduce(args: argparse.Namespace, console: Console) -> int:
+    studies = load_studies()
+    only = _study_names(studies, args.only, "--only") or list(studies)
+    skip = set(_study_names(studies, args.skip, "--skip"))
+    if args.jobs < 1:
+        raise UserError(f"--jobs must be >= 1, got {args.jobs}")
+    selected = [studies[name] for name in studies if name in only and name not in skip]
     options = _options(args)
-    failed = 0
-    for name in names:
-        console.rule(f"{name} ({options.preset})")
-        results = execute(studies[name], options)
-        _print_results(console, results, prepare_run(studies[name], options).run_dir)
-        failed += results["status"] != "ok"
-    html_path, markdown_path = write_report(args.out, studies)
-    console.print(f"report: {html_path} and {markdown_path}")
-    return 1 if failed else 0
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun
+        return reproduce_distributed(selected, options, args.jobs, studies, console)
+    schedule = Schedule.plan(selected, options, args.jobs)
+    signal.signal(signal.SIGTERM, _interrupt)  # a killed scheduler stops its studies (they resume next time)
+    if args.quiet:
+        schedule.run()
+    else:
+        with Live(_overview(schedule), console=console, refresh_per_second=2) as live:
+            schedule.run(on_update=lambda current: live.update(_overview(current)))
+    html_path, markdown_path = write_report(args.out, studies, wall_seconds=schedule.wall_seconds)
+    for task in schedule.tasks:
+        if task.state in ("failed", "skipped"):
+            console.print(f"[bold red]{task.name} {task.state}[/bold red]: {escape(task.note)}")
+    console.print(f"\nreport: {html_path} and {markdown_path} ({schedule.wall_seconds:.0f} s)")
+    return 1 if any(task.state in ("failed", "skipped") for task in schedule.tasks) else 0
 
 
 def _command_report(args: argparse.Namespace, console: Console) -> int:

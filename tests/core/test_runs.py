@@ -93,7 +93,9 @@ def test_report_tables_every_claim_and_embeds_figures(tmp_path):
     execute(STUDY, options(tmp_path, overrides=("diverge=true",), preset="quick"))
     html_path, markdown_path = write_report(tmp_path, {"toy": STUDY})
     markdown = markdown_path.read_text()
-    assert markdown.count("| toy | smoke |") == 3 and markdown.count("| toy | quick |") == 3
+    # one summary row per run, then one row per claim
+    assert markdown.count("| toy | smoke |") == 1 + 3 and markdown.count("| toy | quick |") == 1 + 3
+    assert "| toy | quick | 0 | 0 | 3 |" in markdown  # the failed run: every claim not run
     assert "**PASS**" in markdown and "**FAIL**" in markdown and "**NOT RUN**" in markdown
     assert "figures/draws.png" in markdown and "status **failed**: toy loss became nan" in markdown
     page = html_path.read_text()

@@ -74,10 +74,42 @@ def _threads(count: int) -> str:
 STALE_NOTE = "STALE: made (in part) by other code than the current study code; rerun to refresh"
 
 
-def render_markdown(runs: list[dict[str, Any]], generated: str) -> str:
+def summary(runs: list[dict[str, Any]], wall_seconds: float | None = None) -> dict[str, Any]:
+    """Per run: claims passed / failed / not run, run and CPU time, stale; totals and the machine."""
+    rows = [{"study": run["study"], "preset": run["preset"], "status": run["status"], "stale": bool(run.get("stale")),
+             **{verdict: sum(c["verdict"] == verdict for c in run["claims"]) for verdict in VERDICT_MARK},
+             "run_seconds": float(run.get("run_seconds", 0.0)), "cpu_seconds": run.get("cpu_seconds")} for run in runs]
+    machines = sorted({run["environment"].get("machine", "") for run in runs} - {""})
+    return {"rows": rows, "run_seconds": sum(row["run_seconds"] for row in rows),
+            "cpu_seconds": sum(row["cpu_seconds"] or 0.0 for row in rows), "wall_seconds": wall_seconds,
+            "machines": machines, **{verdict: sum(row[verdict] for row in rows) for verdict in VERDICT_MARK}}
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return f"{seconds / 60:.1f} min" if seconds >= 120 else f"{seconds:.0f} s"
+
+
+def summary_lines(totals: dict[str, Any]) -> list[str]:
+    """The summary as Markdown: one line of totals and a table of studies."""
+    wall = f"; this reproduce: {_duration(totals['wall_seconds'])} wall" if totals["wall_seconds"] is not None else ""
+    lines = [f"**{totals['pass']} claims pass, {totals['fail']} fail, {totals['not-run']} not run** over "
+             f"{len(totals['rows'])} runs; run time {_duration(totals['run_seconds'])}, CPU time "
+             f"{_duration(totals['cpu_seconds'])}{wall}; machine: {', '.join(totals['machines']) or 'unknown'}.", "",
+             "| study | preset | pass | fail | not run | run time | CPU time | status |", "|---|---|---|---|---|---|---|---|"]
+    for row in totals["rows"]:
+        status = row["status"] + (" (STALE)" if row["stale"] else "")
+        lines.append(f"| {row['study']} | {row['preset']} | {row['pass']} | {row['fail']} | {row['not-run']} | "
+                     f"{_duration(row['run_seconds'])} | {_duration(row['cpu_seconds'])} | {status} |")
+    return lines
+
+
+def render_markdown(runs: list[dict[str, Any]], generated: str, wall_seconds: float | None = None) -> str:
     lines = ["# learnlab report", "", f"Generated {generated}.", ""]
     if not runs:
         return "\n".join(lines + ["No finished runs found.", ""])
+    lines += summary_lines(summary(runs, wall_seconds)) + [""]
     lines += [
         "| study | preset | claim | paper value (source) | measured | test | verdict |",
         "|---|---|---|---|---|---|---|",
@@ -117,12 +149,32 @@ def _embedded_image(path: Path) -> str:
     return f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(path.name)}"><figcaption>{html.escape(path.name)}</figcaption></figure>'
 
 
-def render_html(runs: list[dict[str, Any]], runs_dir: Path, generated: str) -> str:
+def _summary_html(totals: dict[str, Any]) -> list[str]:
+    esc = html.escape
+    wall = f"; this reproduce: {_duration(totals['wall_seconds'])} wall" if totals["wall_seconds"] is not None else ""
+    parts = [f"<p class='summary'><b>{totals['pass']} claims pass, {totals['fail']} fail, {totals['not-run']} not run</b> "
+             f"over {len(totals['rows'])} runs; run time {_duration(totals['run_seconds'])}, CPU time "
+             f"{_duration(totals['cpu_seconds'])}{wall}; machine: {esc(', '.join(totals['machines']) or 'unknown')}.</p>",
+             "<table><tr><th>study</th><th>preset</th><th>pass</th><th>fail</th><th>not run</th><th>run time</th>"
+             "<th>CPU time</th><th>status</th></tr>"]
+    for row in totals["rows"]:
+        stale = " <b style='color:#b3261e'>STALE</b>" if row["stale"] else ""
+        parts.append(f"<tr><td><a href='#{esc(row['study'])}-{esc(row['preset'])}'>{esc(row['study'])}</a></td>"
+                     f"<td>{esc(row['preset'])}</td><td>{row['pass']}</td><td>{row['fail']}</td><td>{row['not-run']}</td>"
+                     f"<td>{_duration(row['run_seconds'])}</td><td>{_duration(row['cpu_seconds'])}</td>"
+                     f"<td>{esc(row['status'])}{stale}</td></tr>")
+    return parts + ["</table>"]
+
+
+def render_html(runs: list[dict[str, Any]], runs_dir: Path, generated: str, wall_seconds: float | None = None) -> str:
     esc = html.escape
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>learnlab report</title><style>",
         "body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}",
-        "table{border-collapse:collapse;margin:1em 0;font-size:0.9em}td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top}",
+        ".summary{font-size:1.05em}",
+        "table{border-collapse:collapse;margin:1em 0;font-size:0.9em;max-width:100%}",
+        "td,th{border:1px solid #ccc;padding:4px 8px;vertical-align:top;overflow-wrap:anywhere}",
+        "table.claims{table-layout:fixed;width:100%}table.claims col.narrow{width:7em}table.claims col.verdict{width:6.5em}",
         "th{background:#f3f3f3}code{font-size:0.9em}img{max-width:100%;border:1px solid #ddd}figure{margin:1em 0}",
         ".verdict{font-weight:bold;color:white;padding:2px 6px;border-radius:3px;white-space:nowrap}",
         "</style></head><body>",
@@ -131,7 +183,10 @@ def render_html(runs: list[dict[str, Any]], runs_dir: Path, generated: str) -> s
     if not runs:
         parts.append("<p>No finished runs found.</p>")
     else:
-        parts.append("<table><tr><th>study</th><th>preset</th><th>claim</th><th>paper value (source)</th><th>measured</th><th>test</th><th>verdict</th></tr>")
+        parts += _summary_html(summary(runs, wall_seconds))
+        parts.append("<table class='claims'><col class='narrow'><col class='narrow'><col><col><col><col><col class='verdict'>"
+                     "<tr><th>study</th><th>preset</th><th>claim</th><th>paper value (source)</th><th>measured</th>"
+                     "<th>test</th><th>verdict</th></tr>")
         for run in runs:
             for claim in run["claims"]:
                 color = VERDICT_COLOR[claim["verdict"]]
@@ -145,7 +200,8 @@ def render_html(runs: list[dict[str, Any]], runs_dir: Path, generated: str) -> s
                 )
         parts.append("</table>")
     for run in runs:
-        parts.append(f"<h2>{esc(run['study'])} ({esc(run['preset'])}): {esc(run['title'])}</h2><p><i>{esc(run['paper'])}</i></p>")
+        parts.append(f"<h2 id='{esc(run['study'])}-{esc(run['preset'])}'>{esc(run['study'])} ({esc(run['preset'])}): "
+                     f"{esc(run['title'])}</h2><p><i>{esc(run['paper'])}</i></p>")
         reason = f": {esc(run['reason'])}" if run.get("reason") else ""
         parts.append(
             f"<p>Run <code>{esc(run['run_dir'])}</code>, seed {run['seed']}, {run['run_seconds']:.1f} s on "
@@ -161,12 +217,15 @@ def render_html(runs: list[dict[str, Any]], runs_dir: Path, generated: str) -> s
     return "\n".join(parts) + "\n"
 
 
-def write_report(runs_dir: Path, studies: dict[str, Study] | None = None) -> tuple[Path, Path]:
-    """Write ``report.html`` and ``REPORT.md`` into ``runs_dir`` (studies in the given order); returns their paths."""
+def write_report(runs_dir: Path, studies: dict[str, Study] | None = None, wall_seconds: float | None = None
+                 ) -> tuple[Path, Path]:
+    """Write ``report.html`` and ``REPORT.md`` into ``runs_dir`` (studies in the given order); returns their paths.
+
+    ``wall_seconds``: the wall time of the ``reproduce`` that made it, shown in the summary."""
     runs_dir = Path(runs_dir)
     runs = collect_runs(runs_dir, list(studies or {}), studies)
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     markdown_path, html_path = runs_dir / "REPORT.md", runs_dir / "report.html"
-    write_text(markdown_path, render_markdown(runs, generated))
-    write_text(html_path, render_html(runs, runs_dir, generated))
+    write_text(markdown_path, render_markdown(runs, generated, wall_seconds))
+    write_text(html_path, render_html(runs, runs_dir, generated, wall_seconds))
     return html_path, markdown_path

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
 import shutil
 import tempfile
 import time
@@ -203,6 +204,25 @@ def _ensure_writable(directory: Path) -> None:
         raise UserError(f"cannot write to {directory}: {error.strerror or error}") from None
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished child processes (the workers of a run)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def machine_description() -> str:
+    """``"<CPU model>, <n> cores"`` (and the GPU when CUDA is available)."""
+    model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+        model = names[0] if names else model
+    text = f"{model}, {os.cpu_count()} cores"
+    if torch.cuda.is_available():
+        text += f", {torch.cuda.get_device_name(0)}"
+    return text
+
+
 def finished_results(run_dir: Path) -> dict[str, Any] | None:
     """The results of a finished, successful run in ``run_dir``, or None."""
     path = Path(run_dir) / RESULTS_FILE
@@ -266,13 +286,13 @@ def execute(study: Study, options: RunOptions) -> dict[str, Any]:
         threads = set_threads(wanted) if prepared.device.type == "cpu" else torch.get_num_threads()
         seed_everything(options.seed)
         ctx = RunContext(run_dir, options.seed, prepared.device, ProgressReporter(options.quiet))
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), cpu_seconds()
         status, reason, measured = "ok", None, {}
         try:
             measured = plain(study.run(prepared.config, ctx))
         except DivergenceError as error:
             status, reason = "failed", str(error)
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, cpu_seconds() - cpu_started
     claims = [claim.evaluate(measured) for claim in study.claims]
     results = {
         "study": study.name,
@@ -291,6 +311,7 @@ def execute(study: Study, options: RunOptions) -> dict[str, Any]:
         "verdicts": {verdict: sum(c["verdict"] == verdict for c in claims) for verdict in (PASS, FAIL, NOT_RUN)},
         "figures": sorted(path.name for path in ctx.figures_dir.glob("*.png")),
         "run_seconds": round(elapsed, 3),
+        "cpu_seconds": round(cpu, 3),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "environment": {
             "learnlab": __version__,
@@ -298,6 +319,7 @@ def execute(study: Study, options: RunOptions) -> dict[str, Any]:
             "python": platform.python_version(),
             "device": prepared.device.type,
             "threads": threads,
+            "machine": machine_description(),
         },
     }
     write_json(run_dir / RESULTS_FILE, results)

@@ -1,0 +1,263 @@
+"""The scheduler behind ``learnlab reproduce``: studies as parallel worker processes, in dependency order.
+
+Each study runs as its own process (``learnlab run STUDY ...``, output in ``<out>/logs/<study>.log``)
+and holds as many of the ``jobs`` CPU slots as it uses (its ``workers`` times its threads, at most
+``jobs``). A study starts when every study it ``requires`` has finished; among the ready ones the
+longest expected first (its last recorded run time), so that the long runs do not end up last.
+A study whose current result is already finished is reused without a process. Killing the
+scheduler kills its studies; the next ``reproduce`` reuses every finished study and resumes the
+interrupted ones from their finished stages and items.
+
+Under ``torchrun`` (or any ``torch.distributed`` launch) the ranks share the studies: rank ``r``
+runs the studies dealt to it (longest first, to the least loaded rank, dependencies honoured by
+waiting on the required study's result file in the shared ``out`` directory); rank 0 waits for all
+and writes the report.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from learnlab.core.io import read_json
+from learnlab.core.registry import Study
+from learnlab.core.runs import RESULTS_FILE, RunOptions, finished_results, prepare_run, study_code_version
+
+WAITING, RUNNING, DONE, REUSED, FAILED, SKIPPED = "waiting", "running", "done", "reused", "failed", "skipped"
+FINISHED = (DONE, REUSED, FAILED, SKIPPED)
+DEFAULT_EXPECTED_SECONDS = 300.0
+LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE",
+                      "ROLE_RANK", "ROLE_WORLD_SIZE", "ROLE_NAME", "MASTER_ADDR", "MASTER_PORT")
+
+
+@dataclass
+class Task:
+    """One study's place in the schedule."""
+
+    study: Study
+    slots: int
+    expected: float  # seconds, from the last recorded run (or a default)
+    state: str = WAITING
+    started: float | None = None
+    finished: float | None = None
+    elapsed: float = 0.0
+    process: subprocess.Popen | None = None
+    log: Path | None = None
+    results: dict[str, Any] | None = None
+    note: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.study.name
+
+
+def slots_of(study: Study, options: RunOptions, jobs: int) -> int:
+    """CPU slots a study occupies: its worker processes times its threads, within 1 .. ``jobs``."""
+    config = prepare_run(study, options).config
+    threads = options.threads if options.threads else study.threads
+    return max(1, min(jobs, int(getattr(config, "workers", 1)) * max(1, threads)))
+
+
+def expected_seconds(study: Study, options: RunOptions) -> float:
+    """The run time of the latest finished run of this study and preset under ``out`` (any code or config)."""
+    latest: tuple[str, float] | None = None
+    for path in Path(options.out).glob(f"{study.name}/{options.preset}-seed*/{RESULTS_FILE}"):
+        try:
+            results = read_json(path)
+        except ValueError:
+            continue
+        stamp = results.get("finished_at", "")
+        if results.get("status") == "ok" and (latest is None or stamp > latest[0]):
+            latest = (stamp, float(results.get("run_seconds", DEFAULT_EXPECTED_SECONDS)))
+    return latest[1] if latest else DEFAULT_EXPECTED_SECONDS
+
+
+def current_results(study: Study, options: RunOptions) -> dict[str, Any] | None:
+    """The finished result of this exact run, when it was made by the current code (else None)."""
+    if options.force:
+        return None
+    run_dir = prepare_run(study, options).run_dir
+    results = finished_results(run_dir)
+    if results is None:
+        return None
+    if results.get("code_version") != study_code_version(study) and not options.reuse_stale:
+        return None
+    return results
+
+
+def run_command(study: Study, options: RunOptions, threads: int | None = None) -> list[str]:
+    """``learnlab run`` for one study with the reproduce options, as a process of this Python."""
+    command = [sys.executable, "-m", "learnlab", "run", study.name, "--preset", options.preset, "--seed",
+               str(options.seed), "--device", options.device, "--out", str(options.out), "--quiet"]
+    for override in options.overrides:
+        command += ["--set", override]
+    if options.force:
+        command.append("--force")
+    if options.reuse_stale:
+        command.append("--reuse-stale")
+    if threads is not None:
+        command += ["--threads", str(threads)]
+    return command
+
+
+def _failed_elsewhere(study: Study, options: RunOptions) -> bool:
+    path = prepare_run(study, options).run_dir / RESULTS_FILE
+    try:
+        return path.exists() and read_json(path).get("status") != "ok"
+    except ValueError:
+        return False
+
+
+@dataclass
+class Schedule:
+    """Studies in dependency order with their slots and expected times; :meth:`run` executes them."""
+
+    tasks: list[Task]
+    jobs: int
+    options: RunOptions
+    elsewhere: dict[str, Study] = field(default_factory=dict)  # required studies run by other ranks
+    env: dict[str, str] = field(default_factory=dict)  # extra environment of the studies' processes
+    started: float = field(default_factory=time.perf_counter)
+
+    @classmethod
+    def plan(cls, studies: Sequence[Study], options: RunOptions, jobs: int,
+             elsewhere: dict[str, Study] | None = None) -> "Schedule":
+        tasks = [Task(study, slots_of(study, options, jobs), expected_seconds(study, options)) for study in studies]
+        return cls(tasks, jobs, options, dict(elsewhere or {}))
+
+    def _by_name(self) -> dict[str, Task]:
+        return {task.name: task for task in self.tasks}
+
+    def _ready(self) -> list[Task]:
+        tasks = self._by_name()
+        ready = []
+        for task in self.tasks:
+            if task.state != WAITING:
+                continue
+            required = [tasks[name] for name in task.study.requires if name in tasks]
+            blocked = [other.name for other in required if other.state in (FAILED, SKIPPED)]
+            blocked += [name for name in task.study.requires if name in self.elsewhere and _failed_elsewhere(
+                self.elsewhere[name], self.options)]
+            if blocked:
+                task.state, task.note = SKIPPED, f"needs {blocked[0]}, which did not finish"
+            elif all(other.state in (DONE, REUSED) for other in required) and all(
+                    current_results(self.elsewhere[name], self.options) is not None
+                    for name in task.study.requires if name in self.elsewhere):
+                ready.append(task)
+        return sorted(ready, key=lambda task: -task.expected)
+
+    def _start(self, task: Task) -> None:
+        logs = Path(self.options.out) / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        task.log = logs / f"{task.name}.log"
+        handle = task.log.open("w")
+        env = {key: value for key, value in os.environ.items() if key not in LAUNCHER_VARIABLES
+               and not key.startswith("TORCHELASTIC_")}  # a study process is not a rank of this launch
+        task.process = subprocess.Popen(run_command(task.study, self.options, self.options.threads), stdout=handle,
+                                        stderr=subprocess.STDOUT, env={**env, "PYTHONUNBUFFERED": "1", **self.env})
+        handle.close()
+        task.state, task.started = RUNNING, time.perf_counter()
+
+    def _collect(self, task: Task) -> None:
+        code = task.process.poll() if task.process else None
+        if code is None:
+            task.elapsed = time.perf_counter() - task.started
+            return
+        task.finished = time.perf_counter()
+        task.elapsed = task.finished - task.started
+        task.results = finished_results(prepare_run(task.study, self.options).run_dir)
+        task.state = DONE if code == 0 and task.results is not None else FAILED
+        if task.state == FAILED:
+            task.note = f"exit code {code}; see {task.log}"
+
+    def run(self, on_update: Callable[["Schedule"], None] | None = None, poll: float = 0.5) -> list[Task]:
+        """Run every task; ``on_update`` is called after every change and every ``poll`` seconds."""
+        for task in self.tasks:
+            reused = current_results(task.study, self.options)
+            if reused is not None:
+                task.state, task.results, task.elapsed = REUSED, reused, 0.0
+        try:
+            while any(task.state not in FINISHED for task in self.tasks):
+                running = [task for task in self.tasks if task.state == RUNNING]
+                for task in running:
+                    self._collect(task)
+                free = self.jobs - sum(task.slots for task in self.tasks if task.state == RUNNING)
+                for task in self._ready():
+                    idle = not any(t.state == RUNNING for t in self.tasks)
+                    if task.slots <= free or idle:
+                        self._start(task)
+                        free -= task.slots
+                if on_update is not None:
+                    on_update(self)
+                if any(task.state in (RUNNING, WAITING) for task in self.tasks):
+                    time.sleep(poll)
+        finally:
+            for task in self.tasks:
+                if task.process is not None and task.process.poll() is None:
+                    task.process.terminate()
+                    task.process.wait()
+        if on_update is not None:
+            on_update(self)
+        return self.tasks
+
+    @property
+    def wall_seconds(self) -> float:
+        return time.perf_counter() - self.started
+
+
+def deal_to_ranks(tasks: Sequence[Task], ranks: int) -> list[list[str]]:
+    """Studies per rank: longest expected first, each to the least loaded rank."""
+    load, dealt = [0.0] * ranks, [[] for _ in range(ranks)]
+    for task in sorted(tasks, key=lambda task: -task.expected):
+        rank = min(range(ranks), key=lambda r: load[r])
+        dealt[rank].append(task.name)
+        load[rank] += task.expected
+    return dealt
+
+
+def reproduce_distributed(selected: Sequence[Study], options: RunOptions, jobs: int, studies: dict[str, Study],
+                          console: Any) -> int:
+    """``torchrun ... -m learnlab reproduce``: the studies dealt over the ranks, rank 0 writes the report.
+
+    The ranks must share ``options.out`` (one machine, or a shared file system). Each rank gets
+    ``jobs / LOCAL_WORLD_SIZE`` slots and, with ``--device cuda``, the GPU of its local rank.
+    """
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    from learnlab.core.report import write_report
+
+    owned = not dist.is_initialized()
+    if owned:
+        dist.init_process_group("gloo", timeout=timedelta(days=2))
+    try:
+        rank, size = dist.get_rank(), dist.get_world_size()
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", size))
+        share = max(1, jobs // max(1, local))
+        dealt = deal_to_ranks(Schedule.plan(selected, options, share).tasks, size)
+        mine = [study for study in selected if study.name in dealt[rank]]
+        elsewhere = {name: studies[name] for other, names in enumerate(dealt) if other != rank for name in names}
+        env = {"CUDA_VISIBLE_DEVICES": os.environ.get("LOCAL_RANK", "0")} if options.device == "cuda" else {}
+        schedule = Schedule.plan(mine, options, share, elsewhere)
+        schedule.env.update(env)
+        started = time.perf_counter()
+        schedule.run()
+        states: list[Any] = [None] * size
+        dist.all_gather_object(states, {task.name: task.state for task in schedule.tasks})
+        failed = any(state in (FAILED, SKIPPED) for ranked in states for state in ranked.values())
+        if rank == 0:
+            html_path, markdown_path = write_report(options.out, studies, wall_seconds=time.perf_counter() - started)
+            console.print(f"report: {html_path} and {markdown_path} ({size} ranks: "
+                          + "; ".join(f"rank {r}: {', '.join(names) or '-'}" for r, names in enumerate(dealt)) + ")")
+        dist.barrier()
+        return 1 if failed else 0
+    finally:
+        if owned:
+            dist.destroy_process_group()
