@@ -8,7 +8,7 @@ VENV ?= .venv
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test clean
+.PHONY: install run test readme clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,3 +28,7 @@ test: install
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
+
+# Rewrite the README's verdict table from the runs of `make run`.
+readme: install
+	$(VENV)/bin/learnlab report runs --readme README.md

@@ -21,7 +21,7 @@ from rich.table import Table
 from learnlab.core.claims import format_measured
 from learnlab.core.errors import UserError
 from learnlab.core.registry import PRESETS, Study, get_study, load_studies
-from learnlab.core.report import write_report
+from learnlab.core.report import update_readme, write_report
 from learnlab.core.runs import RunOptions, execute, prepare_run
 from learnlab.core.runtime import DEVICES
 from learnlab.core.scheduler import Schedule, reproduce_distributed
@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser("report", help="write runs/report.html and runs/REPORT.md from finished runs")
     report.add_argument("directory", nargs="?", type=Path, default=Path("runs"), help="runs directory (default runs)")
+    report.add_argument("--readme", type=Path, default=None,
+                        help="also rewrite the verdict table of this README (between its verdict markers)")
     return parser
 
 
@@ -192,8 +194,12 @@ def _command_reproduce(args: argparse.Namespace, console: Console) -> int:
 def _command_report(args: argparse.Namespace, console: Console) -> int:
     if not args.directory.is_dir():
         raise UserError(f"runs directory {args.directory} does not exist")
-    html_path, markdown_path = write_report(args.directory, load_studies())
+    studies = load_studies()
+    html_path, markdown_path = write_report(args.directory, studies)
     console.print(f"report: {html_path} and {markdown_path}")
+    if args.readme is not None:
+        update_readme(args.readme, args.directory, studies)
+        console.print(f"verdict table: {args.readme}")
     return 0
 
 

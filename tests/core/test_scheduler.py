@@ -112,3 +112,33 @@ def test_reproduce_rejects_unknown_studies_and_jobs(tmp_path, capsys):
     assert "unknown study 'nope' in --only" in capsys.readouterr().err
     assert main(["reproduce", "--preset", "smoke", "--skip", "icl-gd,nope", "--out", str(tmp_path)]) == 2
     assert main(["reproduce", "--preset", "smoke", "--jobs", "0", "--out", str(tmp_path)]) == 2
+
+
+def test_readme_verdict_table_is_generated_from_the_runs(tmp_path, capsys):
+    assert main(["run", "icl-gd", "--preset", "smoke", "--out", str(tmp_path / "runs"), "--quiet"]) == 0
+    readme = tmp_path / "README.md"
+    from learnlab.core.report import README_END, README_START
+
+    readme.write_text(f"# title\n\n{README_START}\nold table\n{README_END}\n\nmore text\n")
+    assert main(["report", str(tmp_path / "runs"), "--readme", str(readme)]) == 0
+    assert "not run yet" in readme.read_text()  # the table reads quick runs; this one is smoke
+    from learnlab.core.report import update_readme
+
+    update_readme(readme, tmp_path / "runs", STUDIES, preset="smoke")
+    text = readme.read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| `icl-gd` |"))
+    results = json.loads(next((tmp_path / "runs" / "icl-gd").glob("*/results.json")).read_text())
+    passed = sum(claim["verdict"] == "pass" for claim in results["claims"])
+    assert f"{passed} pass" in row and "`learnlab.incontext`" in row
+    assert "old table" not in text and text.endswith("more text\n") and text.count(README_START) == 1
+    (tmp_path / "plain.md").write_text("no markers\n")
+    assert main(["report", str(tmp_path / "runs"), "--readme", str(tmp_path / "plain.md")]) == 2
+
+
+def test_studies_that_others_need_go_first(tmp_path):
+    options = RunOptions(preset="smoke", out=tmp_path, quiet=True)
+    schedule = Schedule.plan([STUDIES["icl-gd"], STUDIES["world"], STUDIES["priming"]], options, jobs=1)
+    for task in schedule.tasks:
+        task.expected = 100.0
+    assert schedule.critical_path("world") == 200.0 and schedule.critical_path("icl-gd") == 100.0
+    assert [task.name for task in schedule._ready()] == ["world", "icl-gd"]  # priming waits for world

@@ -35,7 +35,7 @@ def test_smoke_run_reuse_determinism_and_report(tmp_path, capsys):
     again = json.loads((smoke_dir(tmp_path / "b") / "results.json").read_text())
     assert again["measured"] == results["measured"] and again["claims"] == results["claims"]
     markdown = (tmp_path / "b" / "REPORT.md").read_text()
-    assert markdown.count("| icl-gd | smoke |") == len(results["claims"])
+    assert markdown.count("| icl-gd | smoke |") == 1 + len(results["claims"])  # the summary row, then the claims
     assert "data:image/png;base64," in (tmp_path / "b" / "report.html").read_text()
 
 

@@ -3,7 +3,8 @@
 Each study runs as its own process (``learnlab run STUDY ...``, output in ``<out>/logs/<study>.log``)
 and holds as many of the ``jobs`` CPU slots as it uses (its ``workers`` times its threads, at most
 ``jobs``). A study starts when every study it ``requires`` has finished; among the ready ones the
-longest expected first (its last recorded run time), so that the long runs do not end up last.
+longest expected chain first (its last recorded run time plus that of the studies waiting for it),
+so that the long runs, and the studies others need, do not end up last.
 A study whose current result is already finished is reused without a process. Killing the
 scheduler kills its studies; the next ``reproduce`` reuses every finished study and resumes the
 interrupted ones from their finished stages and items.
@@ -150,7 +151,14 @@ class Schedule:
                     current_results(self.elsewhere[name], self.options) is not None
                     for name in task.study.requires if name in self.elsewhere):
                 ready.append(task)
-        return sorted(ready, key=lambda task: -task.expected)
+        return sorted(ready, key=lambda task: -self.critical_path(task.name))
+
+    def critical_path(self, name: str) -> float:
+        """Expected seconds from starting ``name`` to finishing the longest chain of studies that need it,
+        so that a study others wait for (the world model) starts before an equally long independent one."""
+        tasks = self._by_name()
+        dependents = [task.name for task in self.tasks if name in task.study.requires]
+        return tasks[name].expected + max((self.critical_path(other) for other in dependents), default=0.0)
 
     def _start(self, task: Task) -> None:
         logs = Path(self.options.out) / "logs"
