@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from learnlab.continual.episodes import merged, sample_episodes, sample_sequences
-from learnlab.continual.hypertransformer import HTSettings, HyperTransformer, TrainedCNN
+from learnlab.continual.hypertransformer import HTSettings, HyperTransformer, TrainedCNN, generate_chain
 from learnlab.continual.learning import (finetune_outcome, logits_episode, merged_outcome, minibatch_accuracy,
                                          prototype_episode, sequence_outcome)
 from learnlab.continual.meta_training import meta_train
@@ -245,11 +245,7 @@ def exact_mechanics(config: Any, directory: str | Path, seed: int) -> dict[str, 
                 "single_task_chain_minus_ht": max(abs(float(single.loss - loss)),
                                                   float((single.task_accuracy[0, 0] - accuracy).abs().max()))}
     for name, cut in (("gradient_norm_at_first_task", False), ("gradient_norm_at_first_task_chain_cut", True)):
-        chain, previous = [], None
-        for task in tasks:
-            step = model.generate(task.support_x, task.support_y, previous)
-            chain.append(step)
-            previous = [w.detach() for w in step] if cut else step
+        chain = generate_chain(model, [(task.support_x, task.support_y) for task in tasks], detach_between_tasks=cut)
         later = sequence_outcome(model, tasks, loss_tasks=[len(tasks) - 1], chain=chain).loss
         gradients = torch.autograd.grad(later, chain[0], allow_unused=True)
         measured[name] = float(sum((g ** 2).sum() for g in gradients if g is not None) ** 0.5)

@@ -24,7 +24,7 @@ from torch import nn
 
 from learnlab.continual.episodes import UNLABELLED, Episode, merged
 from learnlab.continual.hypertransformer import generate_chain
-from learnlab.continual.target_cnn import conv_block, forward
+from learnlab.continual.target_cnn import forward, head
 
 OBJECTIVES = ("task", "class", "both")
 PROTOTYPES = ("recomputed", "cached")
@@ -165,12 +165,7 @@ def finetune_outcome(body: nn.Module, tasks: list[Episode], steps: int, learning
     optimizer = torch.optim.Adam([*weights, *gammas, *betas, classifier], lr=learning_rate)
 
     def logits(images: torch.Tensor, seen: int) -> torch.Tensor:
-        x = images
-        for layer in range(len(gammas)):
-            x = _conv_per_task(x, weights[layer], gammas[layer], betas[layer])
-        features = torch.einsum("bmi,bui->bmu", x.flatten(2), weights[-1][..., :-1]) + weights[-1][..., -1].unsqueeze(1)
-        head = classifier[:, :seen]
-        return torch.einsum("bmu,bku->bmk", features, head[..., :-1]) + head[..., -1].unsqueeze(1)
+        return head(forward(images, weights, gammas, betas), classifier[:, :seen])
 
     accuracy = torch.full((count, count, batch), float("nan"))
     for t, task in enumerate(tasks):
@@ -185,9 +180,3 @@ def finetune_outcome(body: nn.Module, tasks: list[Episode], steps: int, learning
                 accuracy[t, tau] = _accuracy(logits(tasks[tau].query_x, seen), tasks[tau].query_y + tau * ways)
     return accuracy
 
-
-def _conv_per_task(x: torch.Tensor, weights: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
-    """A conv block whose BatchNorm scale and shift differ per task (``gamma, beta (B, C)``)."""
-    ones = torch.ones(gamma.shape[-1], dtype=x.dtype)
-    y = conv_block(x, weights, ones, torch.zeros_like(ones))
-    return y * gamma[:, None, :, None, None] + beta[:, None, :, None, None]

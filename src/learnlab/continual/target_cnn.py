@@ -62,10 +62,13 @@ class CNNSpec:
 
 
 def batch_norm(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
-    """BatchNorm in training mode over each task's samples: ``x (B, M, C, H, W)``, statistics over (M, H, W)."""
+    """BatchNorm in training mode over each task's samples: ``x (B, M, C, H, W)``, statistics over (M, H, W).
+
+    ``gamma, beta``: one scale and shift per channel ``(C,)``, or per task and channel ``(B, C)``.
+    """
     mean = x.mean(dim=(1, 3, 4), keepdim=True)
     var = x.var(dim=(1, 3, 4), keepdim=True, unbiased=False)
-    return (x - mean) * torch.rsqrt(var + BN_EPS) * gamma.view(1, 1, -1, 1, 1) + beta.view(1, 1, -1, 1, 1)
+    return (x - mean) * torch.rsqrt(var + BN_EPS) * gamma[..., None, :, None, None] + beta[..., None, :, None, None]
 
 
 def conv_block(x: torch.Tensor, weights: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:

@@ -237,6 +237,27 @@ def study_code_version(study: Study) -> str:
     return code_version(study.run.__module__)
 
 
+def reusable_results(study: Study, options: RunOptions) -> dict[str, Any] | None:
+    """The finished result :func:`execute` would reuse for ``options`` (nothing is changed), or None.
+
+    Reused: a successful ``results.json`` made by the current code, or by other code with
+    ``reuse_stale`` (then marked ``stale``); never with ``force``.
+    """
+    if options.force:
+        return None
+    run_dir = prepare_run(study, options).run_dir
+    results = finished_results(run_dir)
+    if results is None:
+        return None
+    config_path = run_dir / "config.json"
+    made_by = {results.get("code_version")} | ({read_json(config_path).get("code_version")} if config_path.exists()
+                                               else set())
+    other_code = made_by != {study_code_version(study)}
+    if other_code and not options.reuse_stale:
+        return None
+    return {**results, "reused": True, "stale": other_code or bool(results.get("stale"))}
+
+
 def _discard_other_code(run_dir: Path, code: str, options: RunOptions) -> bool:
     """Remove a run directory whose results or stages were made by other code; True if it is kept stale."""
     config_path = run_dir / "config.json"
@@ -262,12 +283,12 @@ def execute(study: Study, options: RunOptions) -> dict[str, Any]:
     run_dir = prepared.run_dir
     code = study_code_version(study)
     _ensure_writable(run_dir.parent)
+    previous = reusable_results(study, options)
+    if previous is not None:
+        return previous
     if options.force and run_dir.exists():
         shutil.rmtree(run_dir)
     stale = _discard_other_code(run_dir, code, options)
-    previous = finished_results(run_dir)
-    if previous is not None:
-        return {**previous, "reused": True, "stale": stale or bool(previous.get("stale"))}
     _ensure_writable(run_dir)
     write_json(
         run_dir / "config.json",
@@ -326,4 +347,5 @@ def execute(study: Study, options: RunOptions) -> dict[str, Any]:
     return {**results, "reused": False}
 
 
-__all__ = ["RunContext", "RunOptions", "execute", "finished_results", "plain", "prepare_run", "study_code_version"]
+__all__ = ["RunContext", "RunOptions", "execute", "finished_results", "plain", "prepare_run", "reusable_results",
+           "study_code_version"]

@@ -28,7 +28,7 @@ from typing import Any
 
 from learnlab.core.io import read_json
 from learnlab.core.registry import Study
-from learnlab.core.runs import RESULTS_FILE, RunOptions, finished_results, prepare_run, study_code_version
+from learnlab.core.runs import RESULTS_FILE, RunOptions, finished_results, prepare_run, reusable_results
 
 WAITING, RUNNING, DONE, REUSED, FAILED, SKIPPED = "waiting", "running", "done", "reused", "failed", "skipped"
 FINISHED = (DONE, REUSED, FAILED, SKIPPED)
@@ -77,19 +77,6 @@ def expected_seconds(study: Study, options: RunOptions) -> float:
         if results.get("status") == "ok" and (latest is None or stamp > latest[0]):
             latest = (stamp, float(results.get("run_seconds", DEFAULT_EXPECTED_SECONDS)))
     return latest[1] if latest else DEFAULT_EXPECTED_SECONDS
-
-
-def current_results(study: Study, options: RunOptions) -> dict[str, Any] | None:
-    """The finished result of this exact run, when it was made by the current code (else None)."""
-    if options.force:
-        return None
-    run_dir = prepare_run(study, options).run_dir
-    results = finished_results(run_dir)
-    if results is None:
-        return None
-    if results.get("code_version") != study_code_version(study) and not options.reuse_stale:
-        return None
-    return results
 
 
 def run_command(study: Study, options: RunOptions, threads: int | None = None) -> list[str]:
@@ -148,7 +135,7 @@ class Schedule:
             if blocked:
                 task.state, task.note = SKIPPED, f"needs {blocked[0]}, which did not finish"
             elif all(other.state in (DONE, REUSED) for other in required) and all(
-                    current_results(self.elsewhere[name], self.options) is not None
+                    reusable_results(self.elsewhere[name], self.options) is not None
                     for name in task.study.requires if name in self.elsewhere):
                 ready.append(task)
         return sorted(ready, key=lambda task: -self.critical_path(task.name))
@@ -187,7 +174,7 @@ class Schedule:
     def run(self, on_update: Callable[["Schedule"], None] | None = None, poll: float = 0.5) -> list[Task]:
         """Run every task; ``on_update`` is called after every change and every ``poll`` seconds."""
         for task in self.tasks:
-            reused = current_results(task.study, self.options)
+            reused = reusable_results(task.study, self.options)
             if reused is not None:
                 task.state, task.results, task.elapsed = REUSED, reused, 0.0
         try:
