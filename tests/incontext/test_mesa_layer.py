@@ -6,10 +6,12 @@ from learnlab.incontext.mesa_layer import (
     check_mesa_identities,
     mesa_attention,
     mesa_chunked,
+    mesa_parallel,
     mesa_recurrent,
     mesa_reference,
     relative_error,
 )
+from learnlab.incontext.mesa_parallel import _inverse_lower, default_chunk_size, mesa_parallel_packed
 
 
 def draw(b, h, t, d, dv=None, seed=0, dtype=torch.float64):
@@ -56,6 +58,75 @@ def test_chunked_gradients_match_reference_autograd_float64():
         assert relative_error(a, b) <= 1e-10
 
 
+@pytest.mark.parametrize("length, chunk_size", [(50, 1), (50, 7), (50, 16), (50, 50), (50, 64), (37, 8), (65, 32)])
+def test_parallel_equals_reference_float64_values_and_gradients(length, chunk_size):
+    """Several chunk sizes, ragged last chunks (50 = 7 * 7 + 1), one chunk, a chunk longer than T."""
+    q, k, v, lam = draw(2, 3, length, 5, dv=4, seed=length + chunk_size)
+    weights = torch.randn(2, 3, length, 4, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    leaves_ref = [x.clone().requires_grad_() for x in (q, k, v, lam)]
+    leaves = [x.clone().requires_grad_() for x in (q, k, v, lam)]
+    reference = mesa_reference(*leaves_ref)
+    expected = torch.autograd.grad((reference * weights).sum(), leaves_ref)
+    out = mesa_parallel(*leaves, chunk_size=chunk_size)
+    assert out.shape == reference.shape
+    assert relative_error(out, reference) <= 1e-10
+    found = torch.autograd.grad((out * weights).sum(), leaves)
+    for a, b in zip(found, expected):
+        assert relative_error(a, b) <= 1e-10
+
+
+def test_parallel_gradcheck_and_lambda_floor():
+    q, k, v, lam = draw(1, 2, 9, 3, dv=2, seed=5)
+    inputs = tuple(x.clone().requires_grad_() for x in (q, k, v, lam))
+    assert torch.autograd.gradcheck(lambda *a: mesa_parallel(*a, chunk_size=4), inputs)
+    below = torch.tensor([1e-9, 1.0], dtype=torch.float64, requires_grad=True)  # clamped head: no gradient
+    mesa_parallel(q, k, v, below, chunk_size=4).sum().backward()
+    assert below.grad[0] == 0 and below.grad[1] != 0
+
+
+def test_parallel_float32_at_4096_tokens():
+    q, k, v, lam = draw(1, 2, 4096, 8, seed=6)
+    with torch.no_grad():
+        reference = mesa_reference(q, k, v, lam)
+        found = mesa_parallel(q.float(), k.float(), v.float(), lam.float())
+    assert found.dtype == torch.float32
+    assert relative_error(found, reference) <= 1e-4
+
+
+def test_default_chunk_size_per_length_and_device():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert default_chunk_size(50, cpu) == 50 and default_chunk_size(1, cpu) == 1  # one chunk, no padding
+    assert default_chunk_size(1024, cpu) == 32 and default_chunk_size(1024, cuda) == 64
+    with pytest.raises(ValueError, match="chunk_size"):
+        mesa_parallel(*draw(1, 1, 4, 2), chunk_size=0)
+
+
+@pytest.mark.parametrize("size", [1, 3, 20, 32, 33])
+def test_product_only_triangular_inverse(size):
+    generator = torch.Generator().manual_seed(size)
+    matrix = torch.randn(4, 2, size, size, generator=generator, dtype=torch.float64)
+    factor = torch.linalg.cholesky(matrix @ matrix.mT + size * torch.eye(size, dtype=torch.float64))
+    assert relative_error(_inverse_lower(factor), torch.linalg.inv(factor)) < 1e-13
+
+
+def test_parallel_unequal_value_width_and_threads_give_identical_results():
+    q, k, v, lam = draw(3, 2, 70, 4, dv=6)
+    expected = mesa_reference(q, k, v, lam)
+    assert relative_error(mesa_parallel(q, k, v, lam, chunk_size=16), expected) < 1e-12
+    packed = torch.stack([q, k, draw(3, 2, 70, 4, seed=1)[2]], dim=3).permute(0, 2, 3, 1, 4)  # (B, T, 3, H, d)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        serial = mesa_parallel_packed(packed, lam, chunk_size=8)
+        torch.set_num_threads(2)
+        concurrent = mesa_parallel_packed(packed, lam, chunk_size=8)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(serial, concurrent)  # blocks on threads write disjoint slices: bit for bit the same
+    with pytest.raises(ValueError, match="qkv must be"):
+        mesa_parallel_packed(packed[:, :, :2], lam)
+
+
 def test_custom_backward_gradcheck():
     q, k, v, lam = draw(1, 2, 5, 2, seed=3)
     inputs = tuple(x.clone().requires_grad_() for x in (q, k, v, lam))
@@ -72,12 +143,14 @@ def test_float32_long_sequence_matches_float64_reference():
 
 
 def test_mesa_layer_paths_agree_and_lambda_learns():
+    assert MesaLayer(8).method == "parallel"
     layer = MesaLayer(8, num_heads=2, key_size=4, chunk_size=5, init_std=0.3, generator=torch.Generator().manual_seed(0),
                       dtype=torch.float64)
     tokens = torch.randn(3, 17, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     out = layer(tokens)
     assert out.shape == (3, 17, 8)
-    assert relative_error(out, layer(tokens, method="reference")) <= 1e-10
+    for method in ("reference", "chunked", "recurrent"):
+        assert relative_error(out, layer(tokens, method=method)) <= 1e-10
     out.pow(2).sum().backward()
     assert layer.lam.grad is not None and layer.lam.grad.abs().sum() > 0
 

@@ -80,7 +80,7 @@ class TransformerBlock(nn.Module):
 
     def __init__(self, kind: str, embed_dim: int, num_heads: int = 4, key_size: int = 20,
                  layer_norm: bool = False, mlp_hidden: int = 0, init_std: float = 0.0002,
-                 mesa_chunk_size: int = 64, mesa_lambda_init: float = 1.0, *, generator: torch.Generator | None = None,
+                 mesa_chunk_size: int | None = None, mesa_lambda_init: float = 1.0, *, generator: torch.Generator | None = None,
                  dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> None:
         super().__init__()
         if kind not in ATTENTION_KINDS:
@@ -122,13 +122,13 @@ class CausalTransformer(nn.Module):
         clip: activations are clipped to ``±clip`` after every layer (0: no clipping; official 1.5).
         readout_dim: the prediction is ``output[..., :readout_dim]``.
         init_std: weights ~ N(0, init_std^2).
-        mesa_chunk_size, mesa_lambda_init: chunk size and initial per-head lambda of mesa layers
-            (official code: lambda 1, ridge penalty 1 / lambda; :class:`MesaLayer`).
+        mesa_chunk_size, mesa_lambda_init: chunk size (``None``: chosen per length and device) and
+            initial per-head lambda of mesa layers (official code: lambda 1, ridge penalty 1 / lambda; :class:`MesaLayer`).
     """
 
     def __init__(self, embed_dim: int = 40, layers: Sequence[str] = ("linear", "linear"), num_heads: int = 4,
                  key_size: int = 20, layer_norm: bool = False, mlp_hidden: int = 0, clip: float = 1.5,
-                 readout_dim: int = 10, init_std: float = 0.0002, mesa_chunk_size: int = 64, mesa_lambda_init: float = 1.0, *,
+                 readout_dim: int = 10, init_std: float = 0.0002, mesa_chunk_size: int | None = None, mesa_lambda_init: float = 1.0, *,
                  generator: torch.Generator | None = None, dtype: torch.dtype | None = None,
                  device: torch.device | str | None = None) -> None:
         super().__init__()

@@ -13,14 +13,17 @@ key scale matters (scaling ``k`` and ``q`` by ``a`` equals scaling ``lambda_h`` 
 optimiser such as Adam changes ``lambda_h`` by about its learning rate per step, so from the
 code's init (1) and small weights the effective ridge falls only as fast as the keys grow.
 
-Three code paths compute the same ``out`` (:func:`mesa_attention`, ``method=``):
+Four code paths compute the same ``out`` (:func:`mesa_attention`, ``method=``):
 
+* ``"parallel"`` (default): the chunkwise-parallel solve of :mod:`learnlab.incontext.mesa_parallel`
+  (all chunks at once from prefix-summed boundary states; a backward of matrix products only).
 * ``"reference"``: an explicit solve at every ``t`` from cumulative sums; stores ``T`` matrices of
   ``d x d``. For tests.
 * ``"recurrent"``: the Sherman–Morrison recursion of paper §5 as a plain per-step loop,
   ``R_t = R_{t-1} - R_{t-1} k_t k_t^T R_{t-1} / (1 + k_t^T R_{t-1} k_t)``, differentiated by autograd
   (which keeps every ``R_t``). For benchmarks.
-* ``"chunked"`` (default): an exact chunked form with a custom backward (:class:`ChunkedMesaFunction`).
+* ``"chunked"``: an exact chunked form that carries the state from chunk to chunk, with a custom
+  backward that recomputes each chunk by autograd (:class:`ChunkedMesaFunction`); kept for comparison.
 
 The chunked form (derived here; the same algebra as the Woodbury identity). Split the sequence into
 chunks of ``C`` steps. At a chunk start the state is ``S = lambda^{-1} I + sum_{past} k k^T`` and
@@ -48,15 +51,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-METHODS = ("chunked", "reference", "recurrent")
-LAMBDA_FLOOR = 1e-6
+from learnlab.incontext.mesa_parallel import LAMBDA_FLOOR, check_mesa_shapes, mesa_parallel, mesa_parallel_packed
 
-
-def _check_shapes(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lam: torch.Tensor) -> None:
-    if q.dim() != 4 or q.shape != k.shape or v.shape[:3] != q.shape[:3]:
-        raise ValueError(f"q, k must be (B, H, T, d) and v (B, H, T, dv); got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
-    if lam.shape != (q.shape[1],):
-        raise ValueError(f"lam must have shape (H,) = ({q.shape[1]},), got {tuple(lam.shape)}")
+METHODS = ("parallel", "chunked", "reference", "recurrent")
+CHUNKED_SIZE = 64  # the chunked method's chunk when none is given
 
 
 def _eye(size: int, like: torch.Tensor) -> torch.Tensor:
@@ -65,7 +63,7 @@ def _eye(size: int, like: torch.Tensor) -> torch.Tensor:
 
 def mesa_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
     """Direct solve at every ``t`` (paper §5): ``out_t = (sum v k^T)(sum k k^T + I / lam)^{-1} q_t``."""
-    _check_shapes(q, k, v, lam)
+    check_mesa_shapes(q, k, v, lam)
     d = k.shape[-1]
     gram = torch.cumsum(k.unsqueeze(-1) * k.unsqueeze(-2), dim=2)  # (B, H, T, d, d)
     gram = gram + _eye(d, k) / lam.view(1, -1, 1, 1, 1)
@@ -76,7 +74,7 @@ def mesa_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lam: torch
 
 def mesa_recurrent(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
     """Sherman–Morrison recursion (paper §5) as a plain per-step loop; autograd keeps every step."""
-    _check_shapes(q, k, v, lam)
+    check_mesa_shapes(q, k, v, lam)
     b, h, t, d = k.shape
     inverse = _eye(d, k).expand(b, h, d, d) * lam.view(1, -1, 1, 1)
     cross = torch.zeros(b, h, v.shape[-1], d, dtype=k.dtype, device=k.device)
@@ -193,7 +191,7 @@ class ChunkedMesaFunction(torch.autograd.Function):
 
 def mesa_chunked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lam: torch.Tensor, chunk_size: int = 64) -> torch.Tensor:
     """The chunked form with the custom backward (module docstring)."""
-    _check_shapes(q, k, v, lam)
+    check_mesa_shapes(q, k, v, lam)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     if q.shape[2] <= chunk_size:
@@ -204,11 +202,18 @@ def mesa_chunked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lam: torch.T
 
 
 def mesa_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lam: torch.Tensor, method: str = "chunked", chunk_size: int = 64
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lam: torch.Tensor, method: str = "parallel",
+    chunk_size: int | None = None
 ) -> torch.Tensor:
-    """Causal mesa attention ``(B, H, T, dv)`` from ``q, k (B, H, T, d)``, ``v (B, H, T, dv)``, ``lam (H,)``."""
+    """Causal mesa attention ``(B, H, T, dv)`` from ``q, k (B, H, T, d)``, ``v (B, H, T, dv)``, ``lam (H,)``.
+
+    ``chunk_size`` (``parallel`` and ``chunked`` only) ``None``: chosen per length and device for
+    ``parallel`` (:func:`~learnlab.incontext.mesa_parallel.default_chunk_size`), 64 for ``chunked``.
+    """
+    if method == "parallel":
+        return mesa_parallel(q, k, v, lam, chunk_size)
     if method == "chunked":
-        return mesa_chunked(q, k, v, lam, chunk_size)
+        return mesa_chunked(q, k, v, lam, CHUNKED_SIZE if chunk_size is None else chunk_size)
     if method == "reference":
         return mesa_reference(q, k, v, lam)
     if method == "recurrent":
@@ -227,8 +232,9 @@ class MesaLayer(nn.Module):
     Args:
         embed_dim: token width.
         num_heads, key_size: ``H`` and ``d``.
-        method: ``"chunked"`` (default), ``"reference"`` or ``"recurrent"``; all give the same output.
-        chunk_size: ``C`` of the chunked form.
+        method: ``"parallel"`` (default), ``"chunked"``, ``"reference"`` or ``"recurrent"``; all give
+            the same output.
+        chunk_size: ``C`` of the parallel or chunked form (``None``: see :func:`mesa_attention`).
         init_std: weights ~ N(0, init_std^2) (official code: 0.0002).
         lambda_init: initial ``lambda`` of every head (official code: 1).
     """
@@ -238,8 +244,8 @@ class MesaLayer(nn.Module):
         embed_dim: int,
         num_heads: int = 4,
         key_size: int = 20,
-        method: str = "chunked",
-        chunk_size: int = 64,
+        method: str = "parallel",
+        chunk_size: int | None = None,
         init_std: float = 0.0002,
         lambda_init: float = 1.0,
         *,
@@ -250,7 +256,7 @@ class MesaLayer(nn.Module):
         super().__init__()
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-        if min(embed_dim, num_heads, key_size, chunk_size) < 1 or lambda_init <= 0:
+        if min(embed_dim, num_heads, key_size, chunk_size or 1) < 1 or lambda_init <= 0:
             raise ValueError("embed_dim, num_heads, key_size, chunk_size must be >= 1 and lambda_init > 0")
         self.embed_dim, self.num_heads, self.key_size = embed_dim, num_heads, key_size
         self.method, self.chunk_size = method, chunk_size
@@ -265,19 +271,25 @@ class MesaLayer(nn.Module):
     def extra_repr(self) -> str:
         return f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, key_size={self.key_size}, method={self.method!r}"
 
+    def packed_heads(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Queries, keys and values of every head, token-major: ``(B, T, 3, H, d)``."""
+        b, t, _ = tokens.shape
+        return F.linear(tokens, self.qkv).view(b, t, 3, self.num_heads, self.key_size)
+
     def heads(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(q, k, v)``, each ``(B, H, T, d)``."""
-        b, t, _ = tokens.shape
-        qkv = F.linear(tokens, self.qkv).view(b, t, 3, self.num_heads, self.key_size)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        q, k, v = self.packed_heads(tokens).permute(2, 0, 3, 1, 4).unbind(0)
         return q, k, v
 
     def forward(self, tokens: torch.Tensor, method: str | None = None) -> torch.Tensor:
         """The attention update ``(B, T, embed_dim)`` (without the residual)."""
-        q, k, v = self.heads(tokens)
-        out = mesa_attention(q, k, v, self.lam, method or self.method, self.chunk_size)
-        b, h, t, d = out.shape
-        return F.linear(out.transpose(1, 2).reshape(b, t, h * d), self.projection)
+        method = method or self.method
+        b, t, _ = tokens.shape
+        if method == "parallel":  # token-major all the way: no full-size copies around the solve
+            out = mesa_parallel_packed(self.packed_heads(tokens), self.lam, self.chunk_size)
+        else:
+            out = mesa_attention(*self.heads(tokens), self.lam, method, self.chunk_size).transpose(1, 2)
+        return F.linear(out.reshape(b, t, -1), self.projection)
 
 
 def relative_error(estimate: torch.Tensor, reference: torch.Tensor) -> float:
@@ -287,7 +299,7 @@ def relative_error(estimate: torch.Tensor, reference: torch.Tensor) -> float:
 
 
 def check_mesa_identities(generator: torch.Generator, long_length: int = 1024) -> dict[str, float]:
-    """Relative errors of the chunked path (custom backward) against the direct solve (paper §5).
+    """Relative errors of the default path (``parallel``, custom backward) against the direct solve (paper §5).
 
     Three checks on random heads (``q, k ~ N(0, 1/d)``, ``v ~ N(0, 1)``, lambdas spread over
     ``[0.5, 2]``): float64 values and gradients (inputs and lambda) over several chunks; float32
@@ -307,13 +319,13 @@ def check_mesa_identities(generator: torch.Generator, long_length: int = 1024) -
     reference = mesa_reference(*leaves)
     ref_grads = torch.autograd.grad((reference * weights).sum(), leaves)
     leaves64 = [x.clone().requires_grad_() for x in (q, k, v, lam)]
-    chunked = mesa_chunked(*leaves64, chunk_size=32)
+    chunked = mesa_parallel(*leaves64, chunk_size=32)
     grads64 = torch.autograd.grad((chunked * weights).sum(), leaves64)
     measured["mesa_forward_relative_error_float64"] = relative_error(chunked, reference)
     measured["mesa_input_grad_relative_error_float64"] = max(relative_error(a, b) for a, b in zip(grads64[:3], ref_grads[:3]))
     measured["mesa_lambda_grad_relative_error_float64"] = relative_error(grads64[3], ref_grads[3])
     leaves32 = [x.float().clone().requires_grad_() for x in (q, k, v, lam)]
-    chunked32 = mesa_chunked(*leaves32, chunk_size=32)
+    chunked32 = mesa_parallel(*leaves32, chunk_size=32)
     grads32 = torch.autograd.grad((chunked32 * weights.float()).sum(), leaves32)
     measured["mesa_input_grad_relative_error_float32"] = max(relative_error(a, b) for a, b in zip(grads32[:3], ref_grads[:3]))
     measured["mesa_lambda_grad_relative_error_float32"] = relative_error(grads32[3], ref_grads[3])
@@ -322,11 +334,11 @@ def check_mesa_identities(generator: torch.Generator, long_length: int = 1024) -
     q, k, v, lam = draw(2, 2, long_length, 8)
     with torch.no_grad():
         reference = mesa_reference(q, k, v, lam)
-        chunked32 = mesa_chunked(q.float(), k.float(), v.float(), lam.float(), chunk_size=64)
+        chunked32 = mesa_parallel(q.float(), k.float(), v.float(), lam.float())
     measured["mesa_forward_relative_error_float32"] = relative_error(chunked32, reference)
     measured["mesa_identity_length_float32"] = long_length
     return measured
 
 
 __all__ = ["METHODS", "ChunkedMesaFunction", "MesaLayer", "check_mesa_identities", "mesa_attention", "mesa_chunked",
-           "mesa_recurrent", "mesa_reference", "relative_error"]
+           "mesa_parallel", "mesa_recurrent", "mesa_reference", "relative_error"]
