@@ -11,7 +11,8 @@ from learnlab.incontext.mesa_layer import (
     mesa_reference,
     relative_error,
 )
-from learnlab.incontext.mesa_parallel import _inverse_lower, default_chunk_size, mesa_parallel_packed
+from learnlab.incontext import mesa_parallel as parallel_module
+from learnlab.incontext.mesa_parallel import default_chunk_size, mesa_parallel_packed
 
 
 def draw(b, h, t, d, dv=None, seed=0, dtype=torch.float64):
@@ -101,28 +102,25 @@ def test_default_chunk_size_per_length_and_device():
         mesa_parallel(*draw(1, 1, 4, 2), chunk_size=0)
 
 
-@pytest.mark.parametrize("size", [1, 3, 20, 32, 33])
-def test_product_only_triangular_inverse(size):
-    generator = torch.Generator().manual_seed(size)
-    matrix = torch.randn(4, 2, size, size, generator=generator, dtype=torch.float64)
-    factor = torch.linalg.cholesky(matrix @ matrix.mT + size * torch.eye(size, dtype=torch.float64))
-    assert relative_error(_inverse_lower(factor), torch.linalg.inv(factor)) < 1e-13
-
-
-def test_parallel_unequal_value_width_and_threads_give_identical_results():
+def test_parallel_unequal_value_width_and_threads_give_identical_results(monkeypatch):
+    monkeypatch.setattr(parallel_module, "BLOCK_BYTES", 1)  # every batch entry its own block: 3 blocks on 2 threads
     q, k, v, lam = draw(3, 2, 70, 4, dv=6)
     expected = mesa_reference(q, k, v, lam)
     assert relative_error(mesa_parallel(q, k, v, lam, chunk_size=16), expected) < 1e-12
     packed = torch.stack([q, k, draw(3, 2, 70, 4, seed=1)[2]], dim=3).permute(0, 2, 3, 1, 4)  # (B, T, 3, H, d)
-    threads = torch.get_num_threads()
+    threads, results = torch.get_num_threads(), []
     try:
-        torch.set_num_threads(1)
-        serial = mesa_parallel_packed(packed, lam, chunk_size=8)
-        torch.set_num_threads(2)
-        concurrent = mesa_parallel_packed(packed, lam, chunk_size=8)
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            leaf = packed.clone().requires_grad_()
+            out = mesa_parallel_packed(leaf, lam, chunk_size=8)
+            out.pow(2).sum().backward()
+            assert torch.get_num_threads() == count  # the intra-op thread count set aside for the blocks is back
+            results.append((out, leaf.grad))
     finally:
         torch.set_num_threads(threads)
-    assert torch.equal(serial, concurrent)  # blocks on threads write disjoint slices: bit for bit the same
+    (serial, serial_grad), (concurrent, concurrent_grad) = results
+    assert torch.equal(serial, concurrent) and torch.equal(serial_grad, concurrent_grad)  # disjoint slices per block
     with pytest.raises(ValueError, match="qkv must be"):
         mesa_parallel_packed(packed[:, :, :2], lam)
 

@@ -16,8 +16,8 @@ states are prefix sums that need no recursion, so all chunks are solved in one b
    leading ``i x i`` block of ``G`` has factor ``L_{<=i}``): the rows of ``X = L^{-1} K P`` are the
    Sherman–Morrison directions of the paper's recursion, ``A_i^{-1} = P - sum_{j<=i} x_j x_j^T``, so
    ``Z = A^{-1} Q`` row by row is ``Z = Q P - tril(Q X^T) X``, and
-   ``out = Z M^T + tril(Z K^T) V`` (causal linear attention inside the chunk). ``L^{-1}`` comes
-   from products of doubling blocks (:func:`_inverse_lower`), not a triangular solve.
+   ``out = Z M^T + tril(Z K^T) V`` (causal linear attention inside the chunk); ``X`` is one batched
+   triangular solve.
 
 Backward (derived here, no factorisation at all, only products): with ``G_out`` the output gradient,
 ``dZ = G_out M + tril(G_out V^T) K``; ``dQ = A^{-1} dZ`` by the same Woodbury rows; ``dA_i = -dq_i z_i^T``
@@ -29,8 +29,8 @@ Saved for the backward: the inputs, ``Z`` and ``X`` (``T x d`` each) and the ``N
 memory linear in ``T`` and never a per-step ``d x d`` matrix.
 
 On the CPU, sequence-heads are solved in cache-sized blocks of batch entries, gathered straight
-from the token-major input, and the blocks run on one Python thread per torch thread (the products
-and factorisations are too small for torch's intra-op threads to pay off).
+from the token-major input, and the blocks run on one Python thread per torch thread
+(:func:`_for_each_block`).
 torch.compile was tried on the block solve and gave no gain on this CPU (forward equal, backward
 slower than eager, 25 s to compile), so the eager path is the only one.
 """
@@ -60,10 +60,11 @@ def default_chunk_size(length: int, device: torch.device) -> int:
     """The chunk size ``C`` for a sequence of ``length`` steps on ``device``.
 
     Measured with ``benchmarks/mesa_layer.py``'s shapes (batch 256, 4 heads, key size 20, forward +
-    backward, one thread of a 2-core CPU): at T = 1024, C = 24 and 32 were fastest (1.79 and 1.75 s;
-    16: 1.94, 40: 2.04, 48: 2.21, 64: 2.55); at T = 256, 32 beat 16 and 64; at T = 50, one chunk of
-    50 was as fast as any split (10 to 32). So a sequence of up to 64 steps is one chunk, a longer
-    one chunks of 32. On a GPU (not measured here: no GPU was at hand) per-matrix costs are lower
+    backward of the solve, 1 / 2 threads of a 2-core CPU, seconds): at T = 1024, C = 16: 2.90 / 1.48,
+    24: 2.81 / 1.49, 32: 2.68 / 1.45, 48: 2.88 / 1.49; at T = 256, 16: 0.60 / 0.25, 24: 0.58 / 0.27,
+    32: 0.55 / 0.25, 48: 0.72 / 0.35, 64: 0.76 / 0.36; at T = 50, one chunk of 50: 0.089 / 0.077,
+    25: 0.087 / 0.079, 17: 0.097 / 0.099, 13: 0.117 / 0.116. So a sequence of up to 64 steps is one
+    chunk (no padding, no boundary states), a longer one chunks of 32. On a GPU (not measured here: no GPU was at hand) per-matrix costs are lower
     and launches dearer, so one chunk up to 128 steps and chunks of 64 beyond are taken.
     """
     limit = 128 if device.type == "cuda" else 64
@@ -75,15 +76,24 @@ def default_chunk_size(length: int, device: torch.device) -> int:
 BLOCK_BYTES = 1 << 22  # CPU: rows per block so that one block's largest temporaries stay within the caches
 
 
-def _rows_per_block(rows: int, chunks: int, size: int, width: int, like: torch.Tensor) -> int:
-    """How many sequence-heads to solve at once: all of them on a GPU; on the CPU a block whose
-    ``C x (C + d + dv)`` temporaries take about :data:`BLOCK_BYTES`, so that they stay in the caches
-    and are served from the allocator's free memory instead of freshly mapped pages (measured: on a
-    2-core CPU at T = 1024 the unblocked solve spent about 60% of its time in page faults)."""
+def _entries_per_block(batch: int, heads: int, chunks: int, size: int, width: int, like: torch.Tensor) -> int:
+    """How many batch entries (``heads`` sequence-heads each) to solve at once.
+
+    All of them on a GPU. On the CPU, a block whose ``C x (C + d + dv)`` temporaries take about
+    :data:`BLOCK_BYTES`, so that they stay in the caches and are served from the allocator's free
+    memory instead of freshly mapped pages (measured: on a 2-core CPU at T = 1024 the unblocked
+    solve spent about 60% of its time in page faults), and a number of blocks that the block
+    threads (:func:`_for_each_block`) share evenly (at T = 50 on two threads, 5 blocks took 20%
+    longer than 6).
+    """
     if like.device.type != "cpu":
-        return rows
-    per_row = chunks * size * (size + width) * like.element_size()
-    return max(1, min(rows, BLOCK_BYTES // per_row))
+        return batch
+    per_entry = heads * chunks * size * (size + width) * like.element_size()
+    blocks = -(-batch // max(1, BLOCK_BYTES // per_entry))
+    workers = torch.get_num_threads()
+    if blocks > 1 and workers > 1:
+        blocks = -(-blocks // workers) * workers
+    return -(-batch // min(blocks, batch))
 
 
 def _exclusive_prefix(x: torch.Tensor) -> torch.Tensor:
@@ -102,40 +112,13 @@ def _times_inverse(x: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
     return x * inverse if inverse.shape[-1] == 1 else x @ inverse
 
 
-def _inverse_lower(factor: torch.Tensor) -> torch.Tensor:
-    """The inverse of lower-triangular ``factor (..., n, n)`` from matrix products only.
-
-    Blocks of doubling size: ``[[A, 0], [B, D]]^{-1} = [[A^{-1}, 0], [-D^{-1} B A^{-1}, D^{-1}]]``,
-    all blocks of one size at once (``log2 n`` levels; ``n`` padded to a power of two with an identity
-    block). Replaces a batched triangular solve, whose per-matrix LAPACK calls cost several times
-    more on the CPU (measured: 1 ms against 0.5 ms for 384 factors of 32 x 32 on one thread, 4.5 ms
-    on two).
-    """
-    n, batch = factor.shape[-1], factor.shape[:-2]
-    size = 1 << (n - 1).bit_length()
-    if size != n:
-        factor = F.pad(factor, (0, size - n, 0, size - n))
-        factor.diagonal(dim1=-2, dim2=-1)[..., n:] = 1.0
-    blocks = factor.diagonal(dim1=-2, dim2=-1).reciprocal().unsqueeze(-1).unsqueeze(-1)  # (..., n, 1, 1)
-    width = 1
-    while width < size:
-        pairs = size // (2 * width)
-        grid = factor.reshape(*batch, pairs, 2, width, pairs, 2, width)
-        lower = grid.diagonal(dim1=-6, dim2=-3)[..., 1, :, 0, :, :].movedim(-1, -3)  # (..., pairs, w, w)
-        first, second = blocks[..., 0::2, :, :], blocks[..., 1::2, :, :]
-        corner = -(second @ lower @ first)
-        blocks = torch.cat([torch.cat([first, torch.zeros_like(first)], -1), torch.cat([corner, second], -1)], -2)
-        width *= 2
-    return blocks[..., 0, :n, :n]
-
-
-def _woodbury_rows(r: torch.Tensor, inverse: torch.Tensor, x: torch.Tensor, xt: torch.Tensor) -> torch.Tensor:
+def _woodbury_rows(r: torch.Tensor, inverse: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Rows ``A_i^{-1} r_i`` inside each chunk: ``R P - tril(R X^T) X`` (module docstring).
 
-    ``xt`` is ``X^T`` stored row-major: on the CPU a product with a transposed view runs at about
-    half the speed of one with a contiguous operand.
+    Products take transposed operands as views: at these shapes (C x C x d, d = 20) a transposed
+    view multiplies as fast as a contiguous copy, so copying first only costs time.
     """
-    return _times_inverse(r, inverse) - (r @ xt).tril_() @ x
+    return _times_inverse(r, inverse) - (r @ x.mT).tril_() @ x
 
 
 def _forward_block(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: torch.Tensor
@@ -144,36 +127,35 @@ def _forward_block(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: tor
 
     A row of one chunk has ``S = I / lambda`` and ``M = 0``: ``P = lambda I`` needs no factorisation.
     """
-    kt = k.mT.contiguous()
+    kt = k.mT
     if k.shape[1] == 1:
         inverse, cross = scale.view(-1, 1, 1, 1), None
     else:
         eye = torch.eye(k.shape[-1], dtype=k.dtype, device=k.device)
         state = _exclusive_prefix(kt @ k) + eye / scale.view(-1, 1, 1, 1)
         cross = _exclusive_prefix(v.mT @ k)
-        inverse = torch.cholesky_inverse(torch.linalg.cholesky(state)).mT  # symmetric; .mT is row-major
+        inverse = torch.cholesky_inverse(torch.linalg.cholesky(state))
     keys_inverse = _times_inverse(k, inverse)  # K P
     gram = keys_inverse @ kt
     gram.diagonal(dim1=-2, dim2=-1).add_(1.0)
-    factor = torch.linalg.cholesky(gram)
-    x = _inverse_lower(factor) @ keys_inverse  # X = L^{-1} K P
-    solved = _woodbury_rows(q, inverse, x, x.mT.contiguous())
+    x = torch.linalg.solve_triangular(torch.linalg.cholesky(gram), keys_inverse, upper=False)  # X = L^{-1} K P
+    solved = _woodbury_rows(q, inverse, x)
     out = (solved @ kt).tril_() @ v
     if cross is not None:
-        out += solved @ cross.mT.contiguous()
+        out += solved @ cross.mT
     return out, solved, x, inverse, cross
 
 
 def _backward_block(grad: torch.Tensor, k: torch.Tensor, v: torch.Tensor, solved: torch.Tensor, x: torch.Tensor,
                     inverse: torch.Tensor, cross: torch.Tensor | None, scale: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Gradients ``(dq, dk, dv, d scale per row)`` of chunked rows (module docstring)."""
-    kt = k.mT.contiguous()
-    grad_values = (grad @ v.mT.contiguous()).tril_()  # tril(G V^T)
+    kt = k.mT
+    grad_values = (grad @ v.mT).tril_()  # tril(G V^T)
     keys_solved = (solved @ kt).tril_()  # tril(Z K^T)
     grad_solved = grad_values @ k
     if cross is not None:
         grad_solved += grad @ cross
-    grad_q = _woodbury_rows(grad_solved, inverse, x, x.mT.contiguous())
+    grad_q = _woodbury_rows(grad_solved, inverse, x)
     grad_k = (grad_values - (grad_q @ kt).tril_()).mT @ solved - keys_solved.mT @ grad_q
     grad_v = keys_solved.mT @ grad
     if cross is not None:  # gradients of the boundary states, to the earlier chunks' keys and values
@@ -207,10 +189,15 @@ def _for_each_block(firsts: range, solve: Callable[[int], None], device: torch.d
     """Run ``solve(first)`` for every block; on a multi-threaded CPU, blocks run concurrently.
 
     The blocks write disjoint slices, so the result is the same bit for bit. Threads over blocks
-    use the cores far better than torch's intra-op threads inside each small product or per-matrix
-    factorisation (measured on 2 cores, T = 1024: the solve ran 2-3x faster this way).
+    use the cores better than torch's intra-op threads, which leave the per-matrix Cholesky
+    factorisations on one core. While the blocks run, torch's intra-op thread count (a process-wide
+    setting) is one, so that each block thread does not start a team of its own; it is restored
+    afterwards. Measured on 2 cores, forward + backward at batch 256 (T = 50 / 256): 0.061 / 0.27 s
+    this way, 0.115 / 0.38 s with the block threads' intra-op teams, 0.071 / 0.32 s with the blocks
+    in sequence on intra-op threads.
     """
-    workers = min(torch.get_num_threads(), len(firsts)) if device.type == "cpu" else 1
+    threads = torch.get_num_threads()
+    workers = min(threads, len(firsts)) if device.type == "cpu" else 1
 
     def guarded(first: int) -> None:
         with torch.no_grad():  # grad mode is per thread; the solve records nothing
@@ -220,9 +207,13 @@ def _for_each_block(firsts: range, solve: Callable[[int], None], device: torch.d
         for first in firsts:
             guarded(first)
         return
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for _ in pool.map(guarded, firsts):
-            pass
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for _ in pool.map(guarded, firsts):
+                pass
+    finally:
+        torch.set_num_threads(threads)
 
 
 class ParallelMesaFunction(torch.autograd.Function):
@@ -230,7 +221,7 @@ class ParallelMesaFunction(torch.autograd.Function):
 
     Input ``qkv (B, T, 3, H, d)`` (queries, keys, values of every head, token-major: the layout a
     fused projection produces) and ``lam (H,)``; output ``(B, T, H, d)``. Sequence-heads are
-    independent, so they are solved in blocks of batch entries (:func:`_rows_per_block`), each
+    independent, so they are solved in blocks of batch entries (:func:`_entries_per_block`), each
     gathered into chunks on its own: no full-size copy of the inputs, the output or the gradient.
     """
 
@@ -244,7 +235,7 @@ class ParallelMesaFunction(torch.autograd.Function):
         solved, x = (qkv.new_empty(rows, chunks, chunk_size, d) for _ in range(2))
         inverse = qkv.new_empty((rows, chunks, d, d) if chunks > 1 else (rows, 1, 1, 1))
         cross = qkv.new_empty(rows, chunks, d, d) if chunks > 1 else None
-        step = max(1, _rows_per_block(rows, chunks, chunk_size, 2 * d, qkv) // heads)
+        step = _entries_per_block(batch, heads, chunks, chunk_size, 2 * d, qkv)
 
         def solve(first: int) -> None:
             entries, part = slice(first, first + step), slice(first * heads, (first + step) * heads)
