@@ -8,7 +8,10 @@ paper's setting; batch 256 by default) for T in {50, 256, 1024, 4096} on 1 and 2
 * ``reference``: the direct per-step solve, differentiated by autograd;
 * ``loop``: the Sherman–Morrison recursion as a plain per-step loop, differentiated by autograd.
 
-Time: median of repeated passes (forward, ``out.pow(2).mean()``, backward) after one warm-up pass.
+Time: median of repeated passes (forward, ``out.pow(2).mean()``, backward) after one warm-up pass,
+the methods interleaved pass by pass (15 rounds up to T = 64, 5 up to 256, 3 up to 1024, else 2), so
+that the machine's speed drifting (it does, by 20% and more on a shared 2-core VM) does not favour
+one method.
 Peak memory: the peak resident set of a fresh process during one pass minus its resident set just
 before (the inputs and the layer already allocated), so transients inside the backward count. Memory does not depend on
 the thread count and is measured once per method and length. On CUDA (``--device cuda``) the
@@ -49,14 +52,18 @@ def one_pass(layer: MesaLayer, tokens: torch.Tensor, method: str) -> None:
         torch.cuda.synchronize()
 
 
-def seconds_per_pass(layer: MesaLayer, tokens: torch.Tensor, method: str, repeats: int) -> float:
-    one_pass(layer, tokens, method)  # warm-up
-    durations = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def seconds_per_pass(layer: MesaLayer, tokens: torch.Tensor, methods: list[str], rounds: int) -> dict[str, float]:
+    """Median seconds per pass of each method, the methods interleaved round by round (one warm-up
+    pass each first), so that a drift of the machine's speed affects every method alike."""
+    for method in methods:
         one_pass(layer, tokens, method)
-        durations.append(time.perf_counter() - start)
-    return statistics.median(durations)
+    durations: dict[str, list[float]] = {method: [] for method in methods}
+    for _ in range(rounds):
+        for method in methods:
+            start = time.perf_counter()
+            one_pass(layer, tokens, method)
+            durations[method].append(time.perf_counter() - start)
+    return {method: statistics.median(values) for method, values in durations.items()}
 
 
 def peak_bytes(batch: int, length: int, method: str, device: torch.device) -> int:
@@ -117,25 +124,28 @@ def main() -> None:
         last: dict[str, tuple[int, float, int]] = {}
         for length in lengths:
             layer, tokens = inputs(args.batch, length, device)
+            timed = []
             for method in methods:
-                name = METHOD_NAMES[method]
                 if method in last:
                     prev_t, prev_s, prev_b = last[method]
                     factor = length / prev_t
                     if prev_s * factor > args.budget or prev_b * factor / 2**30 > args.max_gib:
-                        print(f"{length:>6} {name:>10}   skipped (predicted {prev_s * factor:.0f} s per pass, "
-                              f"{prev_b * factor / 2**30:.1f} GiB)")
+                        print(f"{length:>6} {METHOD_NAMES[method]:>10}   skipped (predicted {prev_s * factor:.0f} s "
+                              f"per pass, {prev_b * factor / 2**30:.1f} GiB)")
                         continue
                 if (method, length) not in memory:
                     memory[method, length] = peak_bytes(args.batch, length, method, device)
-                repeats = 5 if length <= 256 else 3 if length <= 1024 else 2
-                seconds[method, length, count] = seconds_per_pass(layer, tokens, method, repeats)
-                last[method] = (length, seconds[method, length, count], memory[method, length])
+                timed.append(method)
+            rounds = 15 if length <= 64 else 5 if length <= 256 else 3 if length <= 1024 else 2
+            for method, value in seconds_per_pass(layer, tokens, timed, rounds).items():
+                seconds[method, length, count] = value
+                last[method] = (length, value, memory[method, length])
+            for method in timed:
                 mib = memory[method, length] / 2**20
                 base = seconds.get(("chunked", length, count))
                 ratio = f"{base / seconds[method, length, count]:.2f}x" if base else "-"
-                print(f"{length:>6} {name:>10} {seconds[method, length, count]:>9.3f} {mib:>9.0f} {mib / length:>10.3f} "
-                      f"{ratio:>13}", flush=True)
+                print(f"{length:>6} {METHOD_NAMES[method]:>10} {seconds[method, length, count]:>9.3f} {mib:>9.0f} "
+                      f"{mib / length:>10.3f} {ratio:>13}", flush=True)
     print("\nparallel vs chunked (speed-up, same run): " + ", ".join(
         f"T={t} {n}t: {seconds['chunked', t, n] / seconds['parallel', t, n]:.2f}x"
         for n in threads for t in lengths if ("chunked", t, n) in seconds and ("parallel", t, n) in seconds))
