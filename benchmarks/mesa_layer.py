@@ -124,14 +124,14 @@ def main() -> None:
         last: dict[str, tuple[int, float, int]] = {}
         for length in lengths:
             layer, tokens = inputs(args.batch, length, device)
-            timed = []
+            timed, skipped = [], []
             for method in methods:
                 if method in last:
                     prev_t, prev_s, prev_b = last[method]
                     factor = length / prev_t
                     if prev_s * factor > args.budget or prev_b * factor / 2**30 > args.max_gib:
-                        print(f"{length:>6} {METHOD_NAMES[method]:>10}   skipped (predicted {prev_s * factor:.0f} s "
-                              f"per pass, {prev_b * factor / 2**30:.1f} GiB)")
+                        skipped.append(f"{length:>6} {METHOD_NAMES[method]:>10}   skipped (predicted "
+                                       f"{prev_s * factor:.0f} s per pass, {prev_b * factor / 2**30:.1f} GiB)")
                         continue
                 if (method, length) not in memory:
                     memory[method, length] = peak_bytes(args.batch, length, method, device)
@@ -146,6 +146,8 @@ def main() -> None:
                 ratio = f"{base / seconds[method, length, count]:.2f}x" if base else "-"
                 print(f"{length:>6} {METHOD_NAMES[method]:>10} {seconds[method, length, count]:>9.3f} {mib:>9.0f} "
                       f"{mib / length:>10.3f} {ratio:>13}", flush=True)
+            for line in skipped:
+                print(line, flush=True)
     print("\nparallel vs chunked (speed-up, same run): " + ", ".join(
         f"T={t} {n}t: {seconds['chunked', t, n] / seconds['parallel', t, n]:.2f}x"
         for n in threads for t in lengths if ("chunked", t, n) in seconds and ("parallel", t, n) in seconds))
