@@ -94,6 +94,16 @@ def test_parallel_float32_at_4096_tokens():
     assert relative_error(found, reference) <= 1e-4
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_parallel_on_cuda_equals_the_cpu_reference():
+    q, k, v, lam = draw(4, 2, 300, 6, seed=8)
+    leaves = [x.cuda().requires_grad_() for x in (q, k, v, lam)]
+    out = mesa_parallel(*leaves)
+    assert relative_error(out.cpu(), mesa_reference(q, k, v, lam)) <= 1e-10
+    out.sum().backward()
+    assert all(torch.isfinite(x.grad).all() for x in leaves)
+
+
 def test_default_chunk_size_per_length_and_device():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert default_chunk_size(50, cpu) == 50 and default_chunk_size(1, cpu) == 1  # one chunk, no padding
