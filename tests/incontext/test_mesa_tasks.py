@@ -10,7 +10,13 @@ from learnlab.incontext.dynamics import (
     plain_tokens,
     sample_dynamics,
 )
-from learnlab.incontext.least_squares import gd_step_predictions, least_squares_predictions, per_step_baselines, tune_gd_step
+from learnlab.incontext.least_squares import (
+    clipped_late_loss,
+    gd_step_predictions,
+    least_squares_predictions,
+    per_step_baselines,
+    tune_gd_step,
+)
 
 
 def test_full_dynamics_follow_their_teacher():
@@ -161,7 +167,8 @@ def test_sandbox_clip_caps_a_least_squares_predictor_above_twice_least_squares()
     """Why the mesa model's clip is 4 (claim C7): clipping exact least squares to ±1.5 costs > 2x at t >= 20."""
     batch = sample_dynamics(DynamicsSpec(), 1024, torch.Generator().manual_seed(10), dtype=torch.float64)
     predictions = least_squares_predictions(batch.inputs, 1e-3)
-    late = {clip: float(per_step_loss(predictions.clamp(-clip, clip), batch.targets)[20:].mean()) for clip in (1.5, 4.0)}
-    exact = float(per_step_loss(predictions, batch.targets)[20:].mean())
+    late = {clip: clipped_late_loss(predictions, batch.targets, clip, 20) for clip in (1.5, 4.0)}
+    exact = clipped_late_loss(predictions, batch.targets, 0, 20)  # clip 0: unclipped
+    assert exact == float(per_step_loss(predictions, batch.targets)[20:].mean())
     assert late[1.5] > 2 * exact
     assert late[4.0] == pytest.approx(exact, rel=1e-3)

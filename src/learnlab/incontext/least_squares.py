@@ -40,6 +40,13 @@ def least_squares_predictions(inputs: torch.Tensor, ridge: float = 1e-3, skip_la
     return (cross @ solved).squeeze(-1).to(inputs.dtype)
 
 
+def clipped_late_loss(predictions: torch.Tensor, targets: torch.Tensor, clip: float, start: int) -> float:
+    """Mean per-step loss (float64) over positions ``start`` on of ``predictions`` clipped to
+    ``±clip`` (``clip`` 0: unclipped): what a model whose activations are clipped so can reach."""
+    clipped = predictions.double().clamp(-clip, clip) if clip > 0 else predictions.double()
+    return float(per_step_loss(clipped, targets.double())[start:].mean())
+
+
 def gd_step_directions(inputs: torch.Tensor) -> torch.Tensor:
     """``sum_{t'<t} s_{t'+1} (s_t'^T s_t)`` per position, ``(B, T, D)``: the one-step-GD prediction for eta = 1."""
     s = inputs

@@ -35,8 +35,8 @@ from learnlab.core import Claim, RunContext, Study, StudyConfig, at_least, at_mo
 from learnlab.core.io import module_weights, restore_module_weights
 from learnlab.incontext.alignment import state_sensitivity_cosine
 from learnlab.incontext.causal_transformer import CausalTransformer
-from learnlab.incontext.dynamics import DynamicsBatch, DynamicsSpec, constructed_tokens, per_step_loss
-from learnlab.incontext.least_squares import gd_step_predictions, least_squares_predictions, per_step_baselines
+from learnlab.incontext.dynamics import DynamicsBatch, DynamicsSpec, constructed_tokens
+from learnlab.incontext.least_squares import clipped_late_loss, gd_step_predictions, least_squares_predictions, per_step_baselines
 from learnlab.incontext.mesa_figures import per_t_figure, repurposing_figure, training_figure
 from learnlab.incontext.mesa_layer import check_mesa_identities
 from learnlab.incontext.prompt_tuning import FewShotCurve, PromptTokens, few_shot_baselines, few_shot_curve, tune_frozen_models
@@ -211,11 +211,10 @@ def run(config: Config, ctx: RunContext) -> dict[str, Any]:
     measured["mesa1_to_lsq_all_late"] = measured["mesa1_late_mean_loss"] / measured["lsq_all_late_mean_loss"]
     for key in MODELS:  # training budget in sequences (claim 4 compares the linear models at equal budgets)
         measured[f"{key}_training_sequences"] = config.training(key).steps * config.training(key).batch_size
-    # The activation clip bounds every prediction to ±clip; least squares clipped so is what a clipped model can reach.
-    lsq_predictions = least_squares_predictions(test.inputs, config.ridge).double()
+    # The activation clip bounds every prediction to ±clip: least squares clipped so, against the unclipped one.
+    lsq_predictions = least_squares_predictions(test.inputs, config.ridge)
     for name, clip in (("linear_clip", config.clip), ("mesa_clip", config.mesa_clip)):
-        clipped = lsq_predictions.clamp(-clip, clip) if clip > 0 else lsq_predictions
-        late = float(per_step_loss(clipped, test.targets.double())[LATE_START:].mean())
+        late = clipped_late_loss(lsq_predictions, test.targets, clip, LATE_START)
         measured[f"lsq_late_ratio_at_{name}"] = late / measured["lsq_late_mean_loss"]
     measured["mesa1_lambda"] = models["mesa1"].blocks[0].attention.lam.detach().tolist()
     measured["linear2_to_linear1_mean_loss"] = measured["linear2_mean_loss"] / measured["linear1_mean_loss"]
