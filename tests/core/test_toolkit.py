@@ -79,7 +79,7 @@ def test_items_run_in_worker_processes_and_resume(tmp_path):
     keys = [str(index) for index in range(6)]
     output = tmp_path / "items.jsonl"
     serial = run_items(keys, square_worker, {"scale": 2}, tmp_path / "serial.jsonl", seed=3)
-    parallel = run_items(keys, square_worker, {"scale": 2}, output, seed=3, workers=2)
+    parallel = run_items(keys, square_worker, {"scale": 2, "seconds": dict.fromkeys(keys, 0.5)}, output, seed=3, workers=2)
     assert [r["id"] for r in parallel.records] == keys and parallel.computed == 6
     assert [r["square"] for r in parallel.records] == [2 * i * i for i in range(6)]
     assert [r["draw"] for r in parallel.records] == [r["draw"] for r in serial.records]  # same streams in any process
@@ -93,6 +93,18 @@ def test_items_run_in_worker_processes_and_resume(tmp_path):
     resumed = run_items(keys, square_worker, {"scale": 2}, output, seed=3, workers=2)
     assert resumed.computed == 4 and [r["pid"] for r in resumed.records[:2]] == [r["pid"] for r in parallel.records[:2]]
     assert [r["square"] for r in read_records(output)] == [2 * i * i for i in range(6)]
+
+
+def test_a_free_worker_takes_the_next_item(tmp_path):
+    # Item 0 is long: the other worker takes every later item meanwhile (a fixed round-robin would
+    # leave it items 1, 3 and 5 only, and idle while item 0 runs).
+    keys = [str(index) for index in range(6)]
+    seconds = {"0": 4.0, **dict.fromkeys(keys[1:], 0.2)}
+    records = run_items(keys, square_worker, {"scale": 1, "seconds": seconds}, tmp_path / "x.jsonl", seed=0,
+                        workers=2).records
+    long_pid = records[0]["pid"]
+    assert sum(record["pid"] != long_pid for record in records[1:]) >= 4
+    assert [record["square"] for record in records] == [index * index for index in range(6)]
 
 
 def test_a_diverging_item_in_a_worker_fails_the_run(tmp_path):

@@ -65,6 +65,7 @@ def square_worker(payload: dict, ctx):
     def process(key: str) -> dict:
         if key == payload.get("diverge_on"):
             ctx.check_finite(float("inf"), f"item {key} loss")
+        time.sleep(payload.get("seconds", {}).get(key, 0.0))
         draw = float(torch.rand(1, generator=ctx.generator("item", key)))
         ctx.log(item_value=int(key) ** 2)
         return {"square": int(key) ** 2 * payload["scale"], "draw": draw, "pid": os.getpid()}

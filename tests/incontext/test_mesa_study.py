@@ -98,7 +98,7 @@ def test_claim_4_compares_depths_at_one_budget(preset):
 
 
 def test_mesa_model_recipe():
-    from learnlab.incontext.mesa import _model
+    from learnlab.incontext.mesa_runs import build_model as _model
 
     config = Config()
     mesa, linear = _model(config, "mesa1"), _model(config, "linear1")

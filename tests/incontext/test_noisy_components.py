@@ -449,3 +449,19 @@ def test_direct_optimisation_reaches_the_known_optima():
     assert 0.2 < loss < 0.30
     with pytest.raises(ValueError):
         fit_on_fixed_set("full", 1, data)
+
+
+@pytest.mark.parametrize("variant", ["diag", "gdpp", "full"])
+def test_member_is_one_model_of_the_batch(variant):
+    from learnlab.incontext.linear_transformer_variants import LinearTransformer
+
+    model = LinearTransformer(4, 2, variant, 2, 3, generator=torch.Generator().manual_seed(0))
+    moments = torch.randn(5, 5, 5, generator=torch.Generator().manual_seed(1))
+    moments = moments @ moments.mT
+    batched = model.effective_weights(moments.expand(3, -1, -1, -1))
+    state = torch.get_rng_state()
+    for index in range(3):
+        single = model.member(index)
+        assert single.num_models == 1
+        torch.testing.assert_close(single.effective_weights(moments.unsqueeze(0))[0], batched[index], rtol=1e-6, atol=1e-7)
+    assert torch.equal(state, torch.get_rng_state())  # the global random stream is untouched

@@ -10,7 +10,7 @@ computes every item not yet recorded and returns all records in item order:
   whatever the number of processes was before; at the end the records are merged, in item order,
   into ``<name>.jsonl`` (written atomically);
 - on one machine, ``workers`` > 1 spawns that many processes (one CPU thread each) that share the
-  items; a worker stops when its parent dies, and a failure in a worker (a diverging loss
+  items: each takes the next untaken item whenever it is free; a worker stops when its parent dies, and a failure in a worker (a diverging loss
   included) is raised in the parent;
 - under ``torchrun`` (``WORLD_SIZE`` > 1) every rank takes the items whose index is congruent to
   its rank, in its own process; rank 0 merges.
@@ -165,9 +165,13 @@ def distributed_rank_and_size() -> tuple[int, int]:
 
 def run_sweep(items: Sequence[Any], key: Callable[[Any], str], process: Callable[[Any], dict[str, Any]],
               output: Path, rank: int | None = None, world_size: int | None = None,
-              on_item: Callable[[Any, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+              on_item: Callable[[Any, dict[str, Any]], None] | None = None,
+              take: Callable[[int], bool] | None = None) -> list[dict[str, Any]]:
     """Process, in this process, every item of this rank's shard not yet recorded under ``output``;
     return all records found, in item order.
+
+    The shard is every item whose index is congruent to ``rank``, or, with ``take``, every item for
+    which ``take(index)`` (asked when this process is free for its next item) is true.
 
     ``key(item)`` is the item's unique id, stored as the record's ``"id"``; ``process(item)``
     returns the record's other (JSON-ready) fields. Pass ``rank``/``world_size`` to shard without
@@ -189,7 +193,7 @@ def run_sweep(items: Sequence[Any], key: Callable[[Any], str], process: Callable
     _repair(part)
     with part.open("a") as handle:
         for index, (item, item_key) in enumerate(zip(items, keys)):
-            if index % world_size != rank or item_key in done:
+            if item_key in done or not (take(index) if take is not None else index % world_size == rank):
                 continue
             record = {"id": item_key, **plain(process(item))}
             handle.write(json.dumps(record) + "\n")
@@ -234,11 +238,25 @@ def _exit_when_orphaned(parent: int, interval: float = 1.0) -> None:
             os._exit(3)
 
 
+def _claimer(claimed: Any) -> Callable[[int], bool]:
+    """``take(index)``: true for the one worker that claims item ``index`` first (a shared flag array)."""
+
+    def take(index: int) -> bool:
+        with claimed.get_lock():
+            if claimed[index]:
+                return False
+            claimed[index] = 1
+            return True
+
+    return take
+
+
 def _worker_main(make_worker: WorkerFactory, payload: Any, keys: list[str], output: str, seed: int, rank: int,
-                 world_size: int, parent: int) -> None:
-    """One spawned worker: its shard of the items, one CPU thread; stops if the parent dies (checked
-    every second by a watchdog thread, so a long item does not outlive a killed run and write into
-    the run directory beside the next run's workers)."""
+                 world_size: int, parent: int, claimed: Any) -> None:
+    """One spawned worker, one CPU thread: whenever it is free it takes the next item no other worker
+    has taken (so a long item does not leave the other workers' cores idle at the end); stops if the
+    parent dies (checked every second by a watchdog thread, so a long item does not outlive a killed
+    run and write into the run directory beside the next run's workers)."""
     torch.set_num_threads(1)
     path = Path(output)
     threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
@@ -250,7 +268,7 @@ def _worker_main(make_worker: WorkerFactory, payload: Any, keys: list[str], outp
                 raise SystemExit(3)
             return process(item_key)
 
-        run_sweep(keys, str, guarded, path, rank=rank, world_size=world_size)
+        run_sweep(keys, str, guarded, path, rank=rank, world_size=world_size, take=_claimer(claimed))
     except Exception as error:  # reported to the parent, which raises it in the run
         write_text(_error_file(path, rank), f"{type(error).__name__}\n{error}")
         raise SystemExit(1) from None
@@ -261,9 +279,10 @@ def _run_workers(make_worker: WorkerFactory, payload: Any, keys: list[str], outp
     spawn = multiprocessing.get_context("spawn")
     for rank in range(workers):
         _error_file(output, rank).unlink(missing_ok=True)
+    claimed = spawn.Array("b", len(keys))
     processes = [
-        spawn.Process(target=_worker_main, args=(make_worker, payload, keys, str(output), seed, rank, workers, os.getpid()),
-                      daemon=True)
+        spawn.Process(target=_worker_main,
+                      args=(make_worker, payload, keys, str(output), seed, rank, workers, os.getpid(), claimed), daemon=True)
         for rank in range(workers)
     ]
     for process in processes:

@@ -104,7 +104,7 @@ def new_agent(settings: FederationSettings, data: FederationData, agent: int, se
     generator = torch.Generator().manual_seed(derive_seed(seed, "agent", str(agent)))
     model = MultiHeadNet(data.public_x[0].numel(), data.num_classes, settings.heads, settings.backbone_of(agent),
                          generator)
-    return model, torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
+    return model, torch.optim.Adam(model.parameters(), lr=settings.learning_rate, foreach=True)
 
 
 def public_indices(settings: FederationSettings, data: FederationData, seed: int, round_index: int) -> torch.Tensor:
@@ -126,7 +126,7 @@ def publish(model: MultiHeadNet, public_x: torch.Tensor, settings: FederationSet
 
 
 def local_update(model: MultiHeadNet, optimizer: torch.optim.Optimizer, settings: FederationSettings,
-                 data: FederationData, agent: int, public_logits: torch.Tensor, neighbour_messages: list[torch.Tensor],
+                 data: FederationData, agent: int, public_logits: torch.Tensor | None, neighbour_messages: list[torch.Tensor],
                  seed: int, round_index: int) -> float:
     """One step of agent ``agent`` from its neighbours' messages (each ``(1 + H, m, C)``)."""
     index = private_indices(settings, data, seed, agent, round_index)

@@ -47,9 +47,11 @@ def simulate(settings: FederationSettings, seed: int, on_round: Callable[[int], 
     agents = [new_agent(settings, data, agent, seed) for agent in range(settings.agents)]
     for round_index in range(settings.rounds):
         public_x = data.public_x[public_indices(settings, data, seed, round_index)]
-        published = [publish(model, public_x, settings) for model, _ in agents]
+        # Only multi-headed distillation reads the public batch (the other methods' losses ignore it).
+        exchange = settings.method == "mhd"
+        published = [publish(model, public_x, settings) if exchange else (None, None) for model, _ in agents]
         for agent, (model, optimizer) in enumerate(agents):
-            neighbours = [] if settings.method == "isolated" else [published[j][1] for j in data.graph[agent]]
+            neighbours = [published[j][1] for j in data.graph[agent]] if exchange else []
             local_update(model, optimizer, settings, data, agent, published[agent][0], neighbours, seed, round_index)
         if settings.method == "fedavg" and (round_index + 1) % settings.fedavg_every == 0:
             _average_weights([model for model, _ in agents])

@@ -25,29 +25,27 @@ untuned ``[x_1, W x_1, ..., x_n, W x_n, x_q]`` is kept as a baseline.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 
 from learnlab.core import Claim, RunContext, Study, StudyConfig, at_least, at_most, nonnegative, positive, within
-from learnlab.core.io import module_weights, restore_module_weights
+from learnlab.core.io import restore_module_weights
 from learnlab.incontext.alignment import state_sensitivity_cosine
 from learnlab.incontext.causal_transformer import CausalTransformer
-from learnlab.incontext.dynamics import DynamicsBatch, DynamicsSpec, constructed_tokens
+from learnlab.incontext.dynamics import DynamicsSpec, constructed_tokens
 from learnlab.incontext.least_squares import clipped_late_loss, gd_step_predictions, least_squares_predictions, per_step_baselines
 from learnlab.incontext.mesa_figures import per_t_figure, repurposing_figure, training_figure
 from learnlab.incontext.mesa_layer import check_mesa_identities
+from learnlab.incontext.mesa_runs import MODELS, build_model, trained_models
 from learnlab.incontext.prompt_tuning import FewShotCurve, PromptTokens, few_shot_baselines, few_shot_curve, tune_frozen_models
-from learnlab.incontext.sequence_training import SequenceTrainingSettings, evaluate_per_step, train_autoregressive
+from learnlab.incontext.sequence_training import SequenceTrainingSettings
 
 # Reference values of the official code's sandbox notebook (run_sandbox.ipynb; the trained model's
 # test results are stored in performance_testresults.pkl, the baseline is its LeastSquaresSequenceSolver).
 LSQ_T0, LSQ_T10, SANDBOX_MEAN_LOSS = 1.676, 0.0856, 0.431
 LATE_START = 20
-MODELS = {"linear2": ("linear TF, 2 layers", ("linear", "linear")), "linear1": ("linear TF, 1 layer", ("linear",)),
-          "mesa1": ("mesa TF, 1 layer", ("mesa",))}  # key: (label, attention kind per layer)
 PROMPT_MODELS = tuple(MODELS)
 
 
@@ -191,8 +189,8 @@ def run(config: Config, ctx: RunContext) -> dict[str, Any]:
     test = config.spec.sample(config.test_sequences, ctx.generator("test"))
     tuning = config.spec.sample(config.test_sequences, ctx.generator("tuning"))
     baselines = ctx.stage("baselines", lambda: per_step_baselines(test, tuning, config.ridge))
-    trained = {key: ctx.stage(key, lambda key=key: _train(config, ctx, key, test)) for key in MODELS}
-    models = {key: restore_module_weights(_model(config, key), result).eval() for key, result in trained.items()}
+    trained = trained_models(config, ctx)
+    models = {key: restore_module_weights(build_model(config, key), result).eval() for key, result in trained.items()}
 
     def mean(curve: list[float], start: int = 0) -> float:
         return float(torch.tensor(curve)[start:].mean())
@@ -271,30 +269,6 @@ def run(config: Config, ctx: RunContext) -> dict[str, Any]:
     return measured
 
 
-def _model(config: Config, key: str, generator: torch.Generator | None = None) -> CausalTransformer:
-    mesa = "mesa" in MODELS[key][1]
-    return CausalTransformer(embed_dim=4 * config.dim, layers=MODELS[key][1], num_heads=config.num_heads,
-                             key_size=config.key_size, clip=config.mesa_clip if mesa else config.clip, readout_dim=config.dim,
-                             init_std=config.init_std, mesa_chunk_size=config.mesa_chunk_size or None,
-                             mesa_lambda_init=config.mesa_lambda_init, generator=generator)
-
-
-def _train(config: Config, ctx: RunContext, key: str, test: DynamicsBatch) -> dict[str, Any]:
-    """Train model ``key`` online on fresh dynamics; its weights, test-loss history and final per-t curve."""
-    settings = config.training(key)
-    model = _model(config, key, ctx.generator(key, "init")).to(ctx.device)
-    inputs, targets = test.inputs.to(ctx.device), test.targets.to(ctx.device)
-    started = time.perf_counter()
-    with ctx.training_progress(f"train {key}", settings.steps, f"{key} training loss") as on_step:
-        history = train_autoregressive(model, config.spec, settings, inputs, targets,
-                                       ctx.generator(key, "data", device=ctx.device), on_step=on_step,
-                                       on_eval=lambda step, loss: ctx.log(model=key, step=step, test_loss=loss))
-    seconds = time.perf_counter() - started
-    curve = evaluate_per_step(model, inputs, targets).cpu()
-    return {**module_weights(model), "steps": history.steps, "test_losses": history.test_losses, "curve": curve.tolist(),
-            "seconds_per_step": seconds / settings.steps}
-
-
 CLAIMS = (
     Claim("C1", "The mesa-layer's chunkwise-parallel solve (custom backward, no stored inverses) equals the direct "
                 "per-step solve, "
@@ -343,7 +317,7 @@ STUDY = Study(
     presets=PRESETS,
     run=run,
     claims=CLAIMS,
-    threads=2,  # the 2-layer model's small batched matmuls gain ~1.7x from a second core (2-core machine)
+    threads=2,  # two cores: the three trainings run side by side (one thread each), the rest on both threads
     figures=("per_t_loss", "per_t_loss_mesa", "training_curves", "repurposing"),
     summary="Autoregressive Transformers on linear dynamics learn in-context optimisers (GD, toward least squares); "
             "the mesa-layer solves least squares in context.",

@@ -159,10 +159,10 @@ def adjusted_test_losses(model: LinearTransformer, test: Sequence[NoisySet], chu
     losses_per_set = []
     with torch.no_grad():
         for index, data in enumerate(test):
-            losses = []
+            single, losses = model.member(index), []
             for start in range(0, data.moments.shape[0], chunk_size):
-                chunk = data.moments[start:start + chunk_size].float().unsqueeze(0).expand(model.num_models, -1, -1, -1)
-                weights = model.effective_weights(chunk)[index].double()
+                chunk = data.moments[start:start + chunk_size].float().unsqueeze(0)
+                weights = single.effective_weights(chunk)[0].double()
                 losses.append(query_averaged_loss(weights, data.teacher[start:start + chunk_size]))
             losses_per_set.append((torch.cat(losses) - data.oracle_loss).mean().item())
     return losses_per_set

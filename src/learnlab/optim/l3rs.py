@@ -161,7 +161,9 @@ def run(config: Config, ctx: RunContext) -> dict[str, Any]:
     methods = [m for m in LEARNED if not (m == "l3rs" and config.load_optimizer)]
     loaded = _loaded_rule(config, num_layers) if config.load_optimizer else None
     meta_dir = ctx.stages_dir / "meta"
-    records = ctx.stage_items("meta_training", methods, meta_worker, (config, str(meta_dir)), workers=config.workers,
+    # One process per method (three on two cores keep both busy; two would leave one idle for the last method).
+    meta_workers = len(methods) if config.workers > 1 else 1
+    records = ctx.stage_items("meta_training", methods, meta_worker, (config, str(meta_dir)), workers=meta_workers,
                               description="ES meta-training (methods)").records
     learned = {record["id"]: record["theta"] for record in records}
     if loaded is not None:
