@@ -87,6 +87,7 @@ class Config(StudyConfig):
         test_size: sequences per setting for every reported loss (paper: 100k).
         tuning_size: sequences per setting on which the ridge baselines are tuned.
         extraction_size: float64 sequences on which the extracted algorithm is compared to the model.
+        workers: processes that share the three training chains (GD++, DIAG, FULL) on the CPU.
     """
 
     dim: int = positive(10)
@@ -109,6 +110,7 @@ class Config(StudyConfig):
     test_size: int = positive(50000)
     tuning_size: int = positive(20000)
     extraction_size: int = positive(2048)
+    workers: int = positive(2)
 
     def validate(self) -> None:
         if self.num_context <= self.dim:
@@ -147,7 +149,7 @@ PRESETS = {
     # Every claim's settings (sigma_max 1, 3, 5; three layers; FULL at each), at a few seconds' scale.
     "smoke": Config(categorical=(), random_inits=(1,), steps=(30,), learning_rates=(0.01,),
                     batch_size=64, validation_size=512, eval_every=10, test_size=2000, tuning_size=2000,
-                    extraction_size=256),
+                    extraction_size=256, workers=1),
     "quick": Config(),
     # Table 1's grid at (close to) the paper's budget: 200k steps, batch 2048, lr 1e-4, best of 5 seeds; for a GPU.
     "full": Config(layers=(1, 2, 3, 4, 5, 6, 7), full_layers=(1, 2, 3, 4, 5, 6, 7),
@@ -161,18 +163,14 @@ def run(config: Config, ctx: RunContext) -> dict[str, Any]:
     settings = config.noise_settings()
     keys = [noise.key for noise in settings]
     test = [_noisy_set(config, noise, config.test_size, ctx, "test") for noise in settings]
-    validation = [_noisy_set(config, noise, config.validation_size, ctx, "validation") for noise in settings]
     measured: dict[str, Any] = dict(ctx.stage("baselines", lambda: _baselines(config, ctx, settings, test)))
 
-    # GD++, DIAG, then FULL, each depth from random starts and (warm_start) the best shallower model of
+    # GD++, DIAG and FULL, each depth from random starts and (warm_start) the best shallower model of
     # its own variant: the same start recipe for every variant (no variant starts from another's weights).
-    groups: dict[str, dict[str, Any]] = {}
-    for variant, depths in (("gdpp", config.layers), ("diag", config.layers), ("full", config.full_layers)):
-        for position, depth in enumerate(depths):
-            shallower = [groups[f"{variant}{depths[position - 1]}"]] if config.warm_start and position > 0 else []
-            starts = [{key: group[key] for key in parameter_names(variant)} for group in shallower]
-            groups[f"{variant}{depth}"] = ctx.stage(
-                f"train_{variant}{depth}", lambda: _train(config, ctx, variant, depth, settings, validation, test, starts))
+    # The three chains are independent: the items of one stage, shared by ``workers`` processes.
+    chains = ctx.stage_items("train", list(CHAINS), chain_worker, config, workers=config.workers,
+                             description="training chains (variant, every depth)").records
+    groups = {name: _with_tensors(group, record["id"]) for record in chains for name, group in record["groups"].items()}
     for name, group in groups.items():
         measured.update({key: value for key, value in group.items() if key.startswith(("adjusted_", "random_start_"))})
         measured[f"best_start_{name}"] = group["best_start"]
@@ -192,7 +190,34 @@ def run(config: Config, ctx: RunContext) -> dict[str, Any]:
     return measured
 
 
-def _noisy_set(config: Config, noise: NoiseDistribution, size: int, ctx: RunContext, stream: str) -> NoisySet:
+CHAINS = ("full", "gdpp", "diag")  # the longest first: two processes then finish together
+
+
+def chain_worker(config: Config, ctx: Any) -> Any:
+    """Worker factory: item ``variant`` trains that variant at every depth (each warm-started from the
+    one before) on the run's validation and test sets (the same random streams in any process)."""
+    settings = config.noise_settings()
+    test = [_noisy_set(config, noise, config.test_size, ctx, "test") for noise in settings]
+    validation = [_noisy_set(config, noise, config.validation_size, ctx, "validation") for noise in settings]
+
+    def process(variant: str) -> dict[str, Any]:
+        depths, groups = config.full_layers if variant == "full" else config.layers, {}
+        for position, depth in enumerate(depths):
+            shallower = [groups[f"{variant}{depths[position - 1]}"]] if config.warm_start and position > 0 else []
+            starts = [{key: group[key] for key in parameter_names(variant)} for group in shallower]
+            groups[f"{variant}{depth}"] = _train(config, ctx, variant, depth, settings, validation, test, starts)
+        return {"groups": groups}
+
+    return process
+
+
+def _with_tensors(group: dict[str, Any], variant: str) -> dict[str, Any]:
+    """A chain record's group with its parameters back as float32 tensors (JSON holds them exactly)."""
+    names = parameter_names(variant)
+    return {key: torch.tensor(value, dtype=torch.float32) if key in names else value for key, value in group.items()}
+
+
+def _noisy_set(config: Config, noise: NoiseDistribution, size: int, ctx: Any, stream: str) -> NoisySet:
     return sample_noisy_set(noise, size, ctx.generator(stream, noise.key), config.dim, config.num_context)
 
 
@@ -214,7 +239,7 @@ def _baselines(config: Config, ctx: RunContext, settings: list[NoiseDistribution
     return result
 
 
-def _train(config: Config, ctx: RunContext, variant: str, depth: int, settings: list[NoiseDistribution],
+def _train(config: Config, ctx: Any, variant: str, depth: int, settings: list[NoiseDistribution],
            validation: list[NoisySet], test: list[NoisySet], warm_starts: list[dict[str, torch.Tensor]]) -> dict[str, Any]:
     """One start group (random starts, then ``warm_starts``) per setting; adjusted test loss of its best start."""
     name, random_starts = f"{variant}{depth}", config.random_starts(depth)
