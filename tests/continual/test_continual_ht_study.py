@@ -89,4 +89,4 @@ def test_claim_thresholds_are_pinned():
     assert checks["C2"] == ["cht_task1_drop_at_horizon <= 0.03", "cht_task1_drop_at_end <= 0.1"]
     assert checks["C4"][0] == "permutation_max_abs_difference <= 1e-05"
     quick = get_study("continual-ht").config("quick")
-    assert quick.widths == (4, 8, 16) and quick.train_tasks == 3 and quick.eval_tasks == 6
+    assert quick.widths == (4, 8) and quick.train_tasks == 3 and quick.eval_tasks == 6

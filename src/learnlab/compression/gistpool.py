@@ -145,7 +145,7 @@ def run(config: Config, ctx: RunContext) -> dict[str, Any]:
         read_qa_records(Path(config.qa_file))
     else:
         reader = ctx.stage("reader", lambda: train_reader(config, ctx))
-    keys = [run.key for run in run_plan(config)]
+    keys = [run.key for run in sorted(run_plan(config), key=lambda run: -run.length)]  # longest contexts first
     workers = min(config.workers, len(keys)) if ctx.device.type == "cpu" else 1
     runs = ctx.stage_items("finetune", keys, finetune_worker, (config, source), workers=workers,
                            description="fine-tuning runs (seed x length x method)")

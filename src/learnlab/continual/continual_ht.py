@@ -52,14 +52,16 @@ class Config(StudyConfig):
             ``[test_start, C)`` meta-test (HT's Omniglot split: 1150 / 1200 of 1623).
         ways, shots, queries, unlabelled: N-way K-shot tasks with query and unlabelled samples per class.
         rotate_classes: HT's Omniglot augmentation (a random multiple of 90° per class and task).
-        conv_layers, widths: the target CNN (4 blocks) and the widths of the HT / ProtoNet sweep.
+        conv_layers, widths: the target CNN (4 blocks) and the widths of the HT / ProtoNet sweep (quick: the
+            claim's small widths 4 and 8; full: 4 to 32).
         trained_conv_layers: the first conv layers trained instead of generated (0: all generated).
         label_dim, local_features, shared_features, transformer_layers, heads: the generator.
         embedding_units: the prototypical head's width (CHT, MergedHT, ProtoNet).
         cht_width, train_tasks, eval_tasks: CHT's CNN width, its training horizon T and the test length.
         objective, prototypes: CHT's loss (task-, class-incremental or both) and old prototypes
             (recomputed from the stored supports with the newest weights, or cached).
-        steps, cht_steps, merged_steps, batch, learning_rate: Adam meta-training (episodes per step).
+        steps, cht_steps, merged_steps, batch, learning_rate: Adam meta-training (episodes per step;
+            MergedHT, reported beside the claims, gets half CHT's steps in quick).
         finetune_steps, finetune_learning_rate: the naive fine-tuning baseline, per task.
         eval_episodes, eval_sequences, eval_batch: meta-test episodes and sequences.
         workers: processes for the meta-training items and the evaluations.
@@ -79,7 +81,7 @@ class Config(StudyConfig):
     unlabelled: int = ranged(0, ge=0)
     rotate_classes: bool = True
     conv_layers: int = positive(4)
-    widths: tuple[int, ...] = positive((4, 8, 16))
+    widths: tuple[int, ...] = positive((4, 8))
     trained_conv_layers: int = ranged(0, ge=0)
     label_dim: int = positive(32)
     local_features: int = positive(16)
@@ -94,7 +96,7 @@ class Config(StudyConfig):
     prototypes: Literal["recomputed", "cached"] = "recomputed"
     steps: int = positive(1500)
     cht_steps: int = positive(1000)
-    merged_steps: int = positive(1000)
+    merged_steps: int = positive(500)
     batch: int = positive(8)
     learning_rate: float = positive(1e-3)
     finetune_steps: int = positive(20)

@@ -68,21 +68,10 @@ def _relative_cost(config: Any, key: str) -> float:
 
 
 def model_keys(config: Any) -> list[str]:
-    """Every model, ordered so that the round-robin deal of items to ``workers`` processes balances their time.
-
-    Longest first, each to the least loaded worker that still has room (workers get equal item counts,
-    as a round-robin deal gives them); then interleaved so that item ``i`` goes to worker ``i mod workers``.
-    """
+    """Every model, the longest meta-training first (free worker processes take the next item, so the
+    long ones start early and the short ones fill in at the end)."""
     keys = [f"{kind}-w{width}" for width in config.widths for kind in SWEEP_MODELS] + ["cht", "merged-ht"]
-    workers = max(1, min(config.workers, len(keys)))
-    room = [len(keys) // workers + (w < len(keys) % workers) for w in range(workers)]
-    bins: list[list[str]] = [[] for _ in range(workers)]
-    load = [0.0] * workers
-    for key in sorted(keys, key=lambda k: -_relative_cost(config, k)):
-        worker = min((w for w in range(workers) if len(bins[w]) < room[w]), key=lambda w: load[w])
-        bins[worker].append(key)
-        load[worker] += _relative_cost(config, key)
-    return [bins[w][i] for i in range(max(room)) for w in range(workers) if i < len(bins[w])]
+    return sorted(keys, key=lambda key: -_relative_cost(config, key))
 
 
 def ht_settings(config: Any, head: str, units: int, width: int, labels: int) -> HTSettings:
