@@ -452,7 +452,7 @@ def test_direct_optimisation_reaches_the_known_optima():
 
 
 @pytest.mark.parametrize("variant", ["diag", "gdpp", "full"])
-def test_member_is_one_model_of_the_batch(variant):
+def test_one_model_of_a_batch_rebuilt_from_its_parameters(variant):
     from learnlab.incontext.linear_transformer_variants import LinearTransformer
 
     model = LinearTransformer(4, 2, variant, 2, 3, generator=torch.Generator().manual_seed(0))
@@ -461,7 +461,8 @@ def test_member_is_one_model_of_the_batch(variant):
     batched = model.effective_weights(moments.expand(3, -1, -1, -1))
     state = torch.get_rng_state()
     for index in range(3):
-        single = model.member(index)
+        alone = {name: getattr(model, name).detach()[index:index + 1] for name in parameter_names(variant)}
+        single = model_from_parameters(variant, alone, 4)
         assert single.num_models == 1
         torch.testing.assert_close(single.effective_weights(moments.unsqueeze(0))[0], batched[index], rtol=1e-6, atol=1e-7)
     assert torch.equal(state, torch.get_rng_state())  # the global random stream is untouched

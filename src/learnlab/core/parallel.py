@@ -10,8 +10,8 @@ computes every item not yet recorded and returns all records in item order:
   whatever the number of processes was before; at the end the records are merged, in item order,
   into ``<name>.jsonl`` (written atomically);
 - on one machine, ``workers`` > 1 spawns that many processes (one CPU thread each) that share the
-  items: each takes the next untaken item whenever it is free; a worker stops when its parent dies, and a failure in a worker (a diverging loss
-  included) is raised in the parent;
+  items: each takes the next untaken item whenever it is free; a worker stops when its parent
+  dies, and a failure in a worker (a diverging loss included) is raised in the parent;
 - under ``torchrun`` (``WORLD_SIZE`` > 1) every rank takes the items whose index is congruent to
   its rank, in its own process; rank 0 merges.
 

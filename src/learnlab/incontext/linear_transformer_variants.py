@@ -238,21 +238,6 @@ class LinearTransformer(nn.Module):
             row = row + (row.unsqueeze(-1) * update).sum(-2)  # row (I + W)
         return row.squeeze(0) if squeeze else row
 
-    def member(self, index: int) -> "LinearTransformer":
-        """Model ``index`` alone: a one-model copy of its parameters (no gradient history)."""
-        single = LinearTransformer(self.dim, self.num_layers, self.variant, self.num_heads, 1,
-                                   generator=torch.Generator(), dtype=self._dtype(), device=self._device())
-        with torch.no_grad():
-            for name, parameter in single.named_parameters():
-                parameter.copy_(getattr(self, name)[index:index + 1])
-        return single
-
-    def _dtype(self) -> torch.dtype:
-        return next(self.parameters()).dtype
-
-    def _device(self) -> torch.device:
-        return next(self.parameters()).device
-
     def effective_weights(self, moments: torch.Tensor) -> torch.Tensor:
         """The linear model ``w_eff`` ``(M, B, d)`` the network applies to a query ``(x_q, 0)``: ``y_hat = <w_eff, x_q>``."""
         return -self.readout_row(moments)[..., :-1]

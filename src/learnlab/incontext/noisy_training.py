@@ -37,9 +37,10 @@ def parameter_names(variant: str) -> tuple[str, str]:
 
 def model_from_parameters(variant: str, parameters: dict[str, torch.Tensor], dim: int,
                           dtype: torch.dtype = torch.float32) -> LinearTransformer:
-    """The :class:`LinearTransformer` (models, layers and heads from the shapes) holding ``parameters``."""
+    """The :class:`LinearTransformer` (models, layers and heads from the shapes) holding ``parameters``
+    (its random initialisation, overwritten, draws from a throwaway generator, not torch's global one)."""
     count, depth, heads = parameters[parameter_names(variant)[0]].shape[:3]
-    model = LinearTransformer(dim, depth, variant, heads, count, dtype=dtype)
+    model = LinearTransformer(dim, depth, variant, heads, count, generator=torch.Generator(), dtype=dtype)
     with torch.no_grad():
         for name in parameter_names(variant):
             getattr(model, name).copy_(parameters[name].to(dtype))
@@ -159,7 +160,8 @@ def adjusted_test_losses(model: LinearTransformer, test: Sequence[NoisySet], chu
     losses_per_set = []
     with torch.no_grad():
         for index, data in enumerate(test):
-            single, losses = model.member(index), []
+            alone = {name: getattr(model, name)[index:index + 1] for name in parameter_names(model.variant)}
+            single, losses = model_from_parameters(model.variant, alone, model.dim), []
             for start in range(0, data.moments.shape[0], chunk_size):
                 chunk = data.moments[start:start + chunk_size].float().unsqueeze(0)
                 weights = single.effective_weights(chunk)[0].double()
