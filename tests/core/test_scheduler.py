@@ -142,3 +142,24 @@ def test_studies_that_others_need_go_first(tmp_path):
         task.expected = 100.0
     assert schedule.critical_path("world") == 200.0 and schedule.critical_path("icl-gd") == 100.0
     assert [task.name for task in schedule._ready()] == ["world", "icl-gd"]  # priming waits for world
+
+
+@pytest.mark.parametrize("busy", [False, True])
+def test_the_next_study_starts_in_slots_the_running_one_leaves_idle(tmp_path, monkeypatch, busy):
+    """Two studies of two slots each on two slots: the second starts beside the first only while the
+    first leaves its slots idle (here: sleeping), not while it keeps both cores busy."""
+    from learnlab.core import scheduler
+
+    work = ("import os, time\nos.fork()\nstart = time.time()\nwhile time.time() - start < 4: pass" if busy
+            else "import time; time.sleep(4)")
+    commands = {"mhd": [sys.executable, "-c", work], "l3rs": [sys.executable, "-c", "pass"]}
+    monkeypatch.setattr(scheduler, "run_command", lambda study, options, threads=None: commands[study.name])
+    schedule = Schedule.plan([STUDIES["mhd"], STUDIES["l3rs"]], RunOptions(preset="smoke", out=tmp_path), jobs=2)
+    schedule.spare_window = 1.0
+    for task in schedule.tasks:
+        task.slots = 2
+    first, second = schedule.run(poll=0.1)
+    if busy:
+        assert second.started >= first.finished
+    else:
+        assert second.started < first.finished - 1.5

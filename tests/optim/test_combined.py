@@ -189,3 +189,27 @@ def test_population_training_equals_the_optimizer_member_by_member():
         with torch.no_grad():
             final = F.cross_entropy(single(x), y)
         torch.testing.assert_close(run.final_loss[member], final, rtol=1e-10, atol=1e-10)
+
+
+def test_members_on_tasks_of_their_own_equal_separate_runs():
+    """Batches of shape [members, batch] (each member its own start and batch order) give every member
+    exactly what training it alone on its task gives."""
+    from learnlab.optim.population import stacked, train_population
+
+    spec = RuleSpec(num_layers=4, bases=("momentum", "adam"), initial_lr=0.02)
+    generator = torch.Generator().manual_seed(7)
+    metas = {name: torch.stack([value.double()] * 2) for name, value in initial_meta_parameters(spec, generator).items()}
+    first = {name: value.detach() for name, value in _model().named_parameters()}
+    starts = [first, {name: value + 0.1 * torch.randn(value.shape, generator=generator, dtype=value.dtype)
+                      for name, value in first.items()}]
+    x = torch.randn(40, 5, generator=generator, dtype=torch.float64)
+    y = torch.randint(0, 3, (40,), generator=generator)
+    orders = [[torch.randperm(40, generator=generator)[:8] for _ in range(4)] for _ in range(2)]
+    params = {name: torch.stack([start[name] for start in starts]) for name in first}
+    together = train_population(_model(), params, spec, metas, x, y, x, y,
+                                [torch.stack(rows) for rows in zip(*orders)], horizon=4)
+    for member in range(2):
+        alone = train_population(_model(), stacked(starts[member], 1), spec, {n: v[:1] for n, v in metas.items()},
+                                 x, y, x, y, orders[member], horizon=4)
+        assert torch.equal(together.curve[member], alone.curve[0])
+    assert not torch.equal(together.curve[0], together.curve[1])

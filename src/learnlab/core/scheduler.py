@@ -4,7 +4,11 @@ Each study runs as its own process (``learnlab run STUDY ...``, output in ``<out
 and holds as many of the ``jobs`` CPU slots as it uses (its ``workers`` times its threads, at most
 ``jobs``). A study starts when every study it ``requires`` has finished; among the ready ones the
 longest expected chain first (its last recorded run time plus that of the studies waiting for it),
-so that the long runs, and the studies others need, do not end up last.
+so that the long runs, and the studies others need, do not end up last. A study's slots are
+what it may use, not what it uses all the time: when the running studies have left at least one
+of their slots idle for ``spare_window`` seconds (their process trees' CPU time, and the machine's
+idle time, both measured from ``/proc`` on Linux), the next ready study starts beside them, so that
+the single-process tail of one study (its last item, a last one-thread stage) overlaps the next.
 A study whose current result is already finished is reused without a process. Killing the
 scheduler kills its studies; the next ``reproduce`` reuses every finished study and resumes the
 interrupted ones from their finished stages and items.
@@ -33,6 +37,8 @@ from learnlab.core.runs import RESULTS_FILE, RunOptions, finished_results, prepa
 WAITING, RUNNING, DONE, REUSED, FAILED, SKIPPED = "waiting", "running", "done", "reused", "failed", "skipped"
 FINISHED = (DONE, REUSED, FAILED, SKIPPED)
 DEFAULT_EXPECTED_SECONDS = 300.0
+SPARE_WINDOW = 10.0  # seconds a slot must stay idle before the next study starts in it
+SPARE_THRESHOLD = 0.75  # idle cores (measured over the window) that count as a free slot
 LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE",
                       "ROLE_RANK", "ROLE_WORLD_SIZE", "ROLE_NAME", "MASTER_ADDR", "MASTER_PORT")
 
@@ -102,6 +108,76 @@ def _failed_elsewhere(study: Study, options: RunOptions) -> bool:
         return False
 
 
+def _proc_stat_fields(pid: int | str) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text.rsplit(")", 1)[1].split()  # fields from the third (state) on; the name may hold spaces
+
+
+def process_tree_cpu_seconds(pids: Sequence[int]) -> float | None:
+    """CPU seconds (user and system, the reaped children's included) of the processes ``pids`` and
+    all their live descendants; ``None`` where ``/proc`` is not there to read."""
+    if not Path("/proc/self/stat").exists():
+        return None
+    stats = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _proc_stat_fields(entry.name)
+            if fields is not None:
+                stats[int(entry.name)] = fields
+    children: dict[int, list[int]] = {}
+    for pid, fields in stats.items():
+        children.setdefault(int(fields[1]), []).append(pid)
+    ticks, pending, seen = 0, list(pids), set()
+    while pending:
+        pid = pending.pop()
+        if pid in seen or pid not in stats:
+            continue
+        seen.add(pid)
+        ticks += sum(int(value) for value in stats[pid][11:15])  # utime, stime, cutime, cstime
+        pending += children.get(pid, [])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def machine_idle_seconds() -> float | None:
+    """Idle CPU seconds of the whole machine since boot (all cores; ``None`` without ``/proc/stat``)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return None
+    return (int(fields[4]) + int(fields[5])) / os.sysconf("SC_CLK_TCK")  # idle and iowait
+
+
+@dataclass
+class SpareMeter:
+    """Idle slots among the running studies' ``jobs``, measured over the last ``window`` seconds
+    (the least of the slots they leave unused and the machine's idle cores); reset at every start
+    and finish, so that only a steady state is measured."""
+
+    jobs: int
+    window: float = SPARE_WINDOW
+    samples: list[tuple[float, float, float]] = field(default_factory=list)
+
+    def reset(self) -> None:
+        self.samples.clear()
+
+    def sample(self, pids: Sequence[int]) -> None:
+        used, idle = process_tree_cpu_seconds(pids), machine_idle_seconds()
+        if used is not None and idle is not None:
+            self.samples.append((time.perf_counter(), used, idle))
+
+    def spare(self) -> float:
+        if not self.samples or self.samples[-1][0] - self.samples[0][0] < self.window:
+            return 0.0
+        now, used, idle = self.samples[-1]
+        first = next(sample for sample in reversed(self.samples) if now - sample[0] >= self.window)
+        self.samples = self.samples[self.samples.index(first):]
+        seconds = now - first[0]
+        return min(self.jobs - (used - first[1]) / seconds, (idle - first[2]) / seconds)
+
+
 @dataclass
 class Schedule:
     """Studies in dependency order with their slots and expected times; :meth:`run` executes them."""
@@ -112,6 +188,7 @@ class Schedule:
     elsewhere: dict[str, Study] = field(default_factory=dict)  # required studies run by other ranks
     env: dict[str, str] = field(default_factory=dict)  # extra environment of the studies' processes
     started: float = field(default_factory=time.perf_counter)
+    spare_window: float = SPARE_WINDOW
 
     @classmethod
     def plan(cls, studies: Sequence[Study], options: RunOptions, jobs: int,
@@ -177,17 +254,23 @@ class Schedule:
             reused = reusable_results(task.study, self.options)
             if reused is not None:
                 task.state, task.results, task.elapsed = REUSED, reused, 0.0
+        meter = SpareMeter(self.jobs, self.spare_window)
         try:
             while any(task.state not in FINISHED for task in self.tasks):
                 running = [task for task in self.tasks if task.state == RUNNING]
                 for task in running:
                     self._collect(task)
-                free = self.jobs - sum(task.slots for task in self.tasks if task.state == RUNNING)
+                if any(task.state != RUNNING for task in running):
+                    meter.reset()
+                running = [task for task in self.tasks if task.state == RUNNING]
+                meter.sample([task.process.pid for task in running if task.process is not None])
+                free = self.jobs - sum(task.slots for task in running)
                 for task in self._ready():
                     idle = not any(t.state == RUNNING for t in self.tasks)
-                    if task.slots <= free or idle:
+                    if task.slots <= free or idle or meter.spare() >= SPARE_THRESHOLD:
                         self._start(task)
                         free -= task.slots
+                        meter.reset()
                 if on_update is not None:
                     on_update(self)
                 if any(task.state in (RUNNING, WAITING) for task in self.tasks):

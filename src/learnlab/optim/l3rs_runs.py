@@ -75,17 +75,26 @@ def baseline_grid(config: Any, family: str, num_layers: int, horizon: int) -> tu
     return RuleSpec(num_layers=num_layers, bases=(base,), form="sum", model="fixed"), torch.stack(tables), settings
 
 
-def run_task(config: Any, spec: RuleSpec, metas: dict[str, torch.Tensor], pretrain_seed: int, task_seed: int,
-             horizon: int, split: str, rotated: bool = False, eval_every: int = 0, record_coefficients: bool = False):
-    """Fine-tune the body of ``pretrain_seed`` (fresh head from ``task_seed``) under every member of ``metas``."""
+def run_tasks(config: Any, spec: RuleSpec, metas: dict[str, torch.Tensor], tasks: list[tuple[int, int]], horizon: int,
+              split: str, rotated: bool = False, eval_every: int = 0, record_coefficients: bool = False):
+    """Fine-tune under every member of ``metas``, member m on task ``tasks[m]`` = (pretraining seed, task
+    seed): that body, a fresh head and a batch order from the task seed. One task: every member on it."""
     source = task_source(config)
     data = finetune_data(source, rotated)
-    start = task_start(source, body(source, pretrain_seed, config.pretrain_steps), task_seed)
     members = next(iter(metas.values())).shape[0]
+    if len(tasks) not in (1, members):
+        raise ValueError(f"{len(tasks)} tasks for {members} members: give one task, or one per member")
+    distinct = dict.fromkeys(tasks)
+    starts = {task: task_start(source, body(source, task[0], config.pretrain_steps), task[1]) for task in distinct}
+    orders = {task: task_batches(len(data.train_y), config.batch_size, horizon, task[1]) for task in distinct}
+    if len(tasks) == 1:
+        params, batches = stacked(starts[tasks[0]], members), orders[tasks[0]]
+    else:
+        params = {name: torch.stack([starts[task][name] for task in tasks]) for name in starts[tasks[0]]}
+        batches = [torch.stack(rows) for rows in zip(*(orders[task] for task in tasks))]
     eval_x, eval_y = (data.val_x, data.val_y) if split == "val" else (data.test_x, data.test_y)
-    return train_population(structure(source), stacked(start, members), spec, metas, data.train_x, data.train_y,
-                            eval_x, eval_y, task_batches(len(data.train_y), config.batch_size, horizon, task_seed),
-                            horizon, eval_every=eval_every, record_coefficients=record_coefficients)
+    return train_population(structure(source), params, spec, metas, data.train_x, data.train_y, eval_x, eval_y,
+                            batches, horizon, eval_every=eval_every, record_coefficients=record_coefficients)
 
 
 def tune_baselines(config: Any) -> dict[str, Any]:
@@ -94,10 +103,11 @@ def tune_baselines(config: Any) -> dict[str, Any]:
     tuned = {}
     for family in HAND_DESIGNED:
         spec, tables, settings = baseline_grid(config, family, num_layers, config.horizon)
-        losses = torch.stack([
-            run_task(config, spec, {"coefficients": tables}, config.pretrain_seeds[seed % len(config.pretrain_seeds)],
-                     TUNING_SEED_OFFSET + seed, config.horizon, "val").final_loss
-            for seed in range(config.tuning_seeds)]).mean(dim=0)
+        seeds = range(config.tuning_seeds)  # the whole grid on every tuning seed, as one population
+        tasks = [(config.pretrain_seeds[seed % len(config.pretrain_seeds)], TUNING_SEED_OFFSET + seed)
+                 for seed in seeds for _ in settings]
+        run = run_tasks(config, spec, {"coefficients": tables.repeat(len(seeds), 1, 1, 1)}, tasks, config.horizon, "val")
+        losses = run.final_loss.view(len(seeds), len(settings)).mean(dim=0)
         losses = torch.nan_to_num(losses, nan=math.inf)
         best = int(torch.argmin(losses))
         rates = config.adam_learning_rates if family.startswith("adam") else config.sgdm_learning_rates
@@ -115,15 +125,14 @@ def _meta_objective(config: Any, spec: RuleSpec, unflatten: Callable) -> Callabl
     every = max(1, config.horizon // 10)
 
     def objective(population: torch.Tensor, iteration: int) -> torch.Tensor:
-        metas = unflatten(population)
-        rows = []
-        for task in range(config.es_tasks):
-            index = iteration * config.es_tasks + task
-            run = run_task(config, spec, metas, config.pretrain_seeds[index % len(config.pretrain_seeds)],
-                           META_SEED_OFFSET + index, config.horizon, "val", eval_every=every)
-            losses = run.final_loss if config.meta_objective == "final" else run.curve.mean(dim=1)
-            rows.append(torch.nan_to_num(losses, nan=1e3, posinf=1e3).clamp_max(1e3))
-        return torch.stack(rows)
+        members = population.shape[0]  # every member on each of the iteration's tasks, as one population
+        indices = [iteration * config.es_tasks + task for task in range(config.es_tasks)]
+        tasks = [(config.pretrain_seeds[index % len(config.pretrain_seeds)], META_SEED_OFFSET + index)
+                 for index in indices for _ in range(members)]
+        metas = {name: torch.cat([value] * config.es_tasks) for name, value in unflatten(population).items()}
+        run = run_tasks(config, spec, metas, tasks, config.horizon, "val", eval_every=every)
+        losses = run.final_loss if config.meta_objective == "final" else run.curve.mean(dim=1)
+        return torch.nan_to_num(losses, nan=1e3, posinf=1e3).clamp_max(1e3).view(config.es_tasks, members)
 
     return objective
 
@@ -183,20 +192,27 @@ def evaluate_worker(payload: tuple[Any, dict[str, Any]], ctx: Any) -> Callable[[
         for method, theta in setup["learned"].items():
             spec, meta = learned_metas(config, method, theta, setup["num_layers"])
             rules[method] = (spec, {name: value.unsqueeze(0) for name, value in meta.items()})
-        with ctx.progress(f"evaluating ({variant})", len(rules) * config.eval_seeds) as bar:
-            for name, (spec, metas) in rules.items():
-                finals, curves, coefficient_runs = [], [], []
-                for seed in range(config.eval_seeds):
-                    run = run_task(config, spec, metas, pretrain_seeds[seed % len(pretrain_seeds)], seed, horizon, "test",
-                                   rotated, eval_every=every, record_coefficients=name == "l3rs" and variant == "in-distribution")
-                    finals.append(float(run.final_loss[0]))
-                    curves.append(run.curve[0].tolist())
-                    if run.coefficients is not None:
-                        coefficient_runs.append(run.coefficients[0])
-                    bar.advance(1)
-                record[name] = {"final": finals, "curve": np.mean(curves, axis=0).tolist(), "curve_steps": run.curve_steps}
-                if coefficient_runs:
-                    record[name]["coefficients"] = torch.stack(coefficient_runs).mean(dim=0).tolist()
+        groups: dict[RuleSpec, list[str]] = {}  # rules of one shape train as one population
+        for name, (spec, _) in rules.items():
+            groups.setdefault(spec, []).append(name)
+        seeds = config.eval_seeds
+        tasks = [(pretrain_seeds[seed % len(pretrain_seeds)], seed) for seed in range(seeds)]
+        with ctx.progress(f"evaluating ({variant})", len(rules) * seeds) as bar:
+            for spec, names in groups.items():
+                metas = {key: torch.cat([rules[name][1][key].expand(seeds, *rules[name][1][key].shape[1:])
+                                         for name in names]) for key in rules[names[0]][1]}
+                coefficients = "l3rs" in names and variant == "in-distribution"
+                run = run_tasks(config, spec, metas, tasks * len(names), horizon, "test", rotated, eval_every=every,
+                                record_coefficients=coefficients)
+                for index, name in enumerate(names):
+                    rows = slice(index * seeds, (index + 1) * seeds)
+                    record[name] = {"final": run.final_loss[rows].tolist(),
+                                    "curve": np.mean(run.curve[rows].tolist(), axis=0).tolist(),
+                                    "curve_steps": run.curve_steps}
+                    if coefficients and name == "l3rs":
+                        record[name]["coefficients"] = run.coefficients[rows].mean(dim=0).tolist()
+                bar.advance(len(names) * seeds)
+        record = {name: record[name] for name in rules}  # the rules' order
         return record
 
     return process

@@ -4,7 +4,9 @@ Meta-training by evolution strategies evaluates 2M perturbed rules on the same f
 (common random numbers: the same initialisation and the same batches). Instead of 2M training
 loops, :func:`train_population` keeps the model's parameters stacked ``[members, ...]`` and runs
 one loop: per step, ``vmap(grad_and_value(functional_call(model)))`` gives every member's
-gradient and loss, and ``vmap(combined_step)`` every member's update.
+gradient and loss, and ``vmap(combined_step)`` every member's update. Members may also train on
+tasks of their own (their own start and batches, e.g. the evaluation seeds of one rule), which
+runs many small fine-tunings as one vectorised loop.
 """
 
 from __future__ import annotations
@@ -44,6 +46,9 @@ def train_population(model: nn.Module, params: Mapping[str, torch.Tensor], spec:
     """Train ``model`` (structure only; weights from ``params``, stacked ``[members, ...]``) for
     ``len(batches)`` steps of cross-entropy, member m under rule ``metas[...][m]``.
 
+    A batch is a ``[batch]`` index tensor that every member trains on, or ``[members, batch]``:
+    member m trains on row m (members on tasks of their own).
+
     Layers are the model's parameter tensors in ``params`` order. The loss on ``(eval_x,
     eval_y)`` is measured at step 0, every ``eval_every`` steps (0: only at the end) and after
     the last step.
@@ -55,7 +60,8 @@ def train_population(model: nn.Module, params: Mapping[str, torch.Tensor], spec:
     def loss_of(weights: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(functional_call(model, weights, (x,)), y)
 
-    gradients = vmap(grad_and_value(loss_of), in_dims=(0, None, None))
+    own_batches = bool(batches) and batches[0].dim() == 2
+    gradients = vmap(grad_and_value(loss_of), in_dims=(0, 0, 0) if own_batches else (0, None, None))
     evaluate = vmap(loss_of, in_dims=(0, None, None))
     weights = dict(params)
     state = vmap(lambda p: initial_state(spec, p))([weights[n] for n in names])
