@@ -257,13 +257,13 @@ class Schedule:
         meter = SpareMeter(self.jobs, self.spare_window)
         try:
             while any(task.state not in FINISHED for task in self.tasks):
-                running = [task for task in self.tasks if task.state == RUNNING]
-                for task in running:
+                for task in [task for task in self.tasks if task.state == RUNNING]:
                     self._collect(task)
-                if any(task.state != RUNNING for task in running):
-                    meter.reset()
+                    if task.state != RUNNING:
+                        meter.reset()
                 running = [task for task in self.tasks if task.state == RUNNING]
-                meter.sample([task.process.pid for task in running if task.process is not None])
+                if any(task.state == WAITING for task in self.tasks):  # only a waiting study needs the measure
+                    meter.sample([task.process.pid for task in running if task.process is not None])
                 free = self.jobs - sum(task.slots for task in running)
                 for task in self._ready():
                     idle = not any(t.state == RUNNING for t in self.tasks)

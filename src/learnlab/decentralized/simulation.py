@@ -45,10 +45,9 @@ def simulate(settings: FederationSettings, seed: int, on_round: Callable[[int], 
     if settings.method == "fedavg":
         settings = replace(settings, backbones=settings.backbones[:1])
     agents = [new_agent(settings, data, agent, seed) for agent in range(settings.agents)]
+    exchange = settings.method == "mhd"  # only multi-headed distillation reads the public batch
     for round_index in range(settings.rounds):
         public_x = data.public_x[public_indices(settings, data, seed, round_index)]
-        # Only multi-headed distillation reads the public batch (the other methods' losses ignore it).
-        exchange = settings.method == "mhd"
         published = [publish(model, public_x, settings) if exchange else (None, None) for model, _ in agents]
         for agent, (model, optimizer) in enumerate(agents):
             neighbours = [published[j][1] for j in data.graph[agent]] if exchange else []

@@ -64,8 +64,7 @@ def train_worker(payload: tuple[Any, str], ctx: Any) -> Any:
 
 def trained_models(config: Any, ctx: Any) -> dict[str, dict[str, Any]]:
     """Every model's training result (weights included), as the items of the stage ``training``."""
-    directory = ctx.stages_dir / "models"
-    workers = len(MODELS) if ctx.device.type == "cpu" else 1
-    records = ctx.stage_items("training", list(MODELS), train_worker, (config, str(directory)), workers=workers,
+    directory = ctx.stages_dir / "models"  # one process per model on the CPU (stage_items: in-process elsewhere)
+    records = ctx.stage_items("training", list(MODELS), train_worker, (config, str(directory)), workers=len(MODELS),
                               description="training (models)").records
     return {record["id"]: {**record, **load_tensors(directory / f"{record['id']}.safetensors")} for record in records}
