@@ -187,3 +187,22 @@ def test_greedy_generation_from_the_cache_matches_the_full_model(decoder):
     pooled = compress(decoder, context, "avgpool", rate=4)
     assert cache_bytes(compressed) == 4 * cache_bytes(pooled)  # the cache shrinks by r
     assert compressed.cache.layers[0].keys.shape[2] == 8  # generation left the compressed cache as it was
+
+
+def test_a_compressing_pass_skips_the_unread_last_layer_work_with_the_same_keys_and_values(decoder):
+    from learnlab.compression.caches import _layer_tensors, _pass_key_values, _returned_cache
+
+    torch.manual_seed(5)
+    context = torch.randint(3, 50, (2, 8))
+    positions = torch.arange(8).expand(2, -1)
+    calls = []
+    handle = decoder.model.layers[-1].mlp.register_forward_hook(lambda *args: calls.append(1))
+    with torch.no_grad():
+        whole = _layer_tensors(_returned_cache(decoder(input_ids=context, position_ids=positions, use_cache=True)))
+        assert len(calls) == 1  # the whole pass runs the last layer's MLP
+        stopped = _pass_key_values(decoder, positions, input_ids=context)
+    handle.remove()
+    assert len(calls) == 1  # the stopped pass never does
+    assert len(stopped) == len(whole) == 2
+    for (keys, values), (whole_keys, whole_values) in zip(stopped, whole):
+        assert torch.equal(keys, whole_keys) and torch.equal(values, whole_values)

@@ -28,8 +28,8 @@ from typing import Any, Literal
 
 import torch
 
-from learnlab.compression.layouts import CONTEXT, SLOT, Layout, additive_mask, attention_allowed, build_layout
-from learnlab.compression.shift import shifted_slot_states
+from learnlab.compression.layouts import REST, SLOT, Layout, additive_mask, attention_allowed, build_layout
+from learnlab.compression.shift import layer_key_values, llama_parts, shifted_slot_states
 
 CompressionMethod = Literal["full", "gisting", "gistpool", "avgpool"]
 METHODS: tuple[str, ...] = ("full", "gisting", "gistpool", "avgpool")
@@ -64,24 +64,26 @@ class CompressedContext:
 def laid_out_embeddings(model: Any, context_ids: torch.Tensor, layout: Layout, gists: GistTokens | None,
                         rest_ids: torch.Tensor | None = None) -> torch.Tensor:
     """Inputs embeddings of the layout: context tokens where it has context, gist vectors at its slots,
-    then ``rest_ids`` (if given) at its rest positions."""
+    then ``rest_ids`` (if given) at its rest positions.
+
+    One gather over [context embeddings ‖ gist vectors] puts every row at its layout position (one
+    copy forward, one scatter backward), instead of a slice per position.
+    """
     embed = model.get_input_embeddings()
-    batch = context_ids.shape[0]
+    batch, length = context_ids.shape
     context = embed(context_ids)
-    pieces, cursor = [], 0
-    slot_positions = set(layout.positions(SLOT))
-    if slot_positions and gists is None:
+    roles = torch.tensor(layout.roles)
+    prefix_roles = roles[roles != REST]
+    slot_count = int((prefix_roles == SLOT).sum())
+    if slot_count and gists is None:
         raise ValueError(f"method {layout.method} needs gist tokens (GistTokens)")
-    slot_vectors = gists(len(slot_positions)).to(context.dtype) if slot_positions else None
-    slot_index = 0
-    for position, role in enumerate(layout.roles):
-        if role == CONTEXT:
-            pieces.append(context[:, cursor])
-            cursor += 1
-        elif role == SLOT:
-            pieces.append(slot_vectors[slot_index].expand(batch, -1))
-            slot_index += 1
-    prefix = torch.stack(pieces, dim=1)
+    sources = [context]
+    if slot_count:
+        sources.append(gists(slot_count).to(context.dtype).expand(batch, -1, -1))
+    # Row of each layout position in [context ‖ gists]: the i-th context token is row i, the j-th slot row L + j.
+    is_slot = prefix_roles == SLOT
+    order = torch.where(is_slot, length + is_slot.long().cumsum(0) - 1, (~is_slot).long().cumsum(0) - 1)
+    prefix = torch.cat(sources, dim=1)[:, order.to(context.device)]
     if rest_ids is None:
         return prefix
     return torch.cat([prefix, embed(rest_ids)], dim=1)
@@ -111,6 +113,40 @@ def _layer_tensors(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return list(zip(cache.key_cache, cache.value_cache))  # transformers before the per-layer cache classes
 
 
+class _LastLayerReached(Exception):
+    """Ends a forward pass at the input of the last decoder layer (:func:`_pass_key_values`)."""
+
+
+def _pass_key_values(model: Any, positions: torch.Tensor, **inputs: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Every layer's (keys, values) of one forward pass of ``model`` over ``inputs`` at ``positions``.
+
+    A compressing pass is read only through its keys and values, so on a Llama-family decoder the pass
+    stops at the input of the last layer, whose keys and values are then made from it as the layer
+    itself makes them (:func:`shift.layer_key_values`): the last layer's attention output and MLP,
+    the final norm and the LM head, which nothing reads, are not computed. The numbers are those of
+    the whole pass. Other decoders run the whole pass.
+    """
+    try:
+        layers, rotary = llama_parts(model)
+    except ValueError:
+        return _layer_tensors(_returned_cache(model(position_ids=positions, use_cache=True, **inputs)))
+    cache, reached = _cache_of(model.config, []), {}
+
+    def stop(module: Any, args: Any, kwargs: Any) -> None:
+        reached["hidden"] = args[0] if args else kwargs["hidden_states"]
+        raise _LastLayerReached
+
+    handle = layers[-1].register_forward_pre_hook(stop, with_kwargs=True)
+    try:
+        model.model(position_ids=positions, use_cache=True, **{_cache_argument(model.model): cache}, **inputs)
+    except _LastLayerReached:
+        pass
+    finally:
+        handle.remove()
+    earlier = _layer_tensors(cache)[: len(layers) - 1]
+    return [*earlier, layer_key_values(layers[-1], rotary, reached["hidden"], positions)]
+
+
 def compress(model: Any, context_ids: torch.Tensor, method: CompressionMethod, rate: int = 1,
              gists: GistTokens | None = None, shift: bool = False, compressor: Any = None) -> CompressedContext:
     """Read ``context_ids`` (batch, L) and keep k = L / ``rate`` slots per layer (all L for ``full``).
@@ -127,11 +163,11 @@ def compress(model: Any, context_ids: torch.Tensor, method: CompressionMethod, r
         if method == "avgpool" and length % rate:
             raise ValueError(f"compression rate {rate} does not divide the context length {length}")
         positions = torch.arange(length, device=context_ids.device).expand(batch, -1)
-        output = model(input_ids=context_ids, position_ids=positions, use_cache=True)
+        layers = _pass_key_values(model, positions, input_ids=context_ids)
         if method == "full":
-            return CompressedContext(_returned_cache(output), length, length)
+            return CompressedContext(_cache_of(model.config, layers), length, length)
         pooled = [(keys.unflatten(2, (length // rate, rate)).mean(3), values.unflatten(2, (length // rate, rate)).mean(3))
-                  for keys, values in _layer_tensors(_returned_cache(output))]
+                  for keys, values in layers]
         return CompressedContext(_cache_of(model.config, pooled), length, length // rate)
     reader = model if compressor is None else compressor
     layout = build_layout(method, length, 0, rate)
@@ -142,8 +178,8 @@ def compress(model: Any, context_ids: torch.Tensor, method: CompressionMethod, r
     if shift:
         kept = shifted_slot_states(reader, embeddings, mask, positions, slots)
     else:
-        output = reader(inputs_embeds=embeddings, attention_mask=mask, position_ids=positions, use_cache=True)
-        kept = [(keys[:, :, slots], values[:, :, slots]) for keys, values in _layer_tensors(_returned_cache(output))]
+        kept = [(keys[:, :, slots], values[:, :, slots])
+                for keys, values in _pass_key_values(reader, positions, inputs_embeds=embeddings, attention_mask=mask)]
     return CompressedContext(_cache_of(model.config, kept), layout.length, len(slots))
 
 

@@ -20,7 +20,8 @@ from typing import Any
 import torch
 
 
-def _parts(model: Any) -> tuple[Any, Any]:
+def llama_parts(model: Any) -> tuple[Any, Any]:
+    """The decoder layers and the rotary embedding of a Llama-family causal LM (``ValueError`` otherwise)."""
     inner = getattr(model, "model", None)
     layers, rotary = getattr(inner, "layers", None), getattr(inner, "rotary_emb", None)
     if layers is None or rotary is None or not all(hasattr(layer, "input_layernorm") and hasattr(layer, "self_attn")
@@ -30,13 +31,28 @@ def _parts(model: Any) -> tuple[Any, Any]:
     return layers, rotary
 
 
+def layer_key_values(layer: Any, rotary: Any, hidden: torch.Tensor,
+                     positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The keys and values that ``layer``'s attention makes of ``hidden`` (batch, tokens, width): its input
+    norm, its key / value maps and the rotary phases of ``positions``, the operations of the layer's own
+    forward pass; shape (batch, kv heads, tokens, head dim)."""
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    normed = layer.input_layernorm(hidden)
+    attention = layer.self_attn
+    shape = (*hidden.shape[:-1], -1, attention.head_dim)
+    keys = attention.k_proj(normed).view(shape).transpose(1, 2)
+    values = attention.v_proj(normed).view(shape).transpose(1, 2)
+    cos, sin = rotary(hidden, position_ids=positions)
+    _, keys = apply_rotary_pos_emb(keys, keys, cos, sin)
+    return keys, values
+
+
 def shifted_slot_states(model: Any, embeddings: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,
                         slots: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per layer ℓ, the (keys, values) of the ``slots`` positions made by layer ℓ's projections from
     layer ℓ's output, rotated at the slots' positions: shape (batch, kv heads, slots, head dim)."""
-    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
-
-    layers, rotary = _parts(model)
+    layers, rotary = llama_parts(model)
     outputs: dict[int, torch.Tensor] = {}
 
     def keep(index: int) -> Any:
@@ -50,15 +66,5 @@ def shifted_slot_states(model: Any, embeddings: torch.Tensor, mask: torch.Tensor
     finally:
         for handle in handles:
             handle.remove()
-    states = []
-    for index, layer in enumerate(layers):
-        hidden = outputs[index][:, slots]
-        normed = layer.input_layernorm(hidden)
-        attention = layer.self_attn
-        shape = (*hidden.shape[:-1], -1, attention.head_dim)
-        keys = attention.k_proj(normed).view(shape).transpose(1, 2)
-        values = attention.v_proj(normed).view(shape).transpose(1, 2)
-        cos, sin = rotary(hidden, position_ids=positions[:, slots])
-        _, keys = apply_rotary_pos_emb(keys, keys, cos, sin)
-        states.append((keys, values))
-    return states
+    return [layer_key_values(layer, rotary, outputs[index][:, slots], positions[:, slots])
+            for index, layer in enumerate(layers)]

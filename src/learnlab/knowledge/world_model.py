@@ -300,5 +300,6 @@ STUDY = Study(
     summary="A procedurally generated world, its corpus and tokenizer, and a small Llama pretrained from scratch "
             "that knows it and reads its context.",
     figures=("world_model", "in_context_recall"),
-    threads=2,  # 16 x 256-token batches: 2 threads are ~1.35x faster than 1 on two free cores (benchmarks/)
+    # One thread: the same model to the bit as on two, less CPU time, and the other core free for a
+    # study beside it (`learnlab reproduce`); `--threads 2` finishes it sooner alone (benchmarks/).
 )
