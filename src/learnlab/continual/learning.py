@@ -24,6 +24,7 @@ from torch import nn
 
 from learnlab.continual.episodes import UNLABELLED, Episode, merged
 from learnlab.continual.hypertransformer import generate_chain
+from learnlab.continual.meta_training import adam
 from learnlab.continual.target_cnn import forward, head
 
 OBJECTIVES = ("task", "class", "both")
@@ -162,7 +163,7 @@ def finetune_outcome(body: nn.Module, tasks: list[Episode], steps: int, learning
     betas = [b.detach().expand(batch, -1).clone().requires_grad_(True) for b in body.bn.betas]
     units = body.spec.head_units
     classifier = torch.zeros(batch, count * ways, units + 1, requires_grad=True)
-    optimizer = torch.optim.Adam([*weights, *gammas, *betas, classifier], lr=learning_rate)
+    optimizer = adam([*weights, *gammas, *betas, classifier], learning_rate)
 
     def logits(images: torch.Tensor, seen: int) -> torch.Tensor:
         return head(forward(images, weights, gammas, betas), classifier[:, :seen])

@@ -8,7 +8,7 @@ the same optimizer state and the same weights as an uninterrupted one.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
@@ -24,6 +24,13 @@ def step_generator(seed: int, step: int) -> torch.Generator:
     generator = torch.Generator()
     generator.manual_seed(derive_seed(seed, "step", str(step)))
     return generator
+
+
+def adam(parameters: Iterable[torch.Tensor], learning_rate: float) -> torch.optim.Adam:
+    """Adam with its multi-tensor update: on the CPU it applies the same elementwise kernels, parameter by
+    parameter, as the default single-tensor loop (the same numbers), without the loop's Python overhead,
+    which is a large share of a step for generators with a hundred small parameter tensors."""
+    return torch.optim.Adam(parameters, lr=learning_rate, foreach=True)
 
 
 def learning_rate_factor(step: int, steps: int, warmup_fraction: float, final_fraction: float) -> float:
@@ -43,7 +50,7 @@ def meta_train(model: nn.Module, loss_of: LossFunction, steps: int, learning_rat
 
     Returns the history ``[{"step", "loss", "accuracy"}]`` every ``checkpoint_every`` steps.
     """
-    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
+    optimizer = adam(model.parameters(), learning_rate)
     start, history = 0, []
     if checkpoint is not None and Path(checkpoint).exists():
         state = torch.load(checkpoint, weights_only=False)

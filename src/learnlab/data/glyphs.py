@@ -62,20 +62,30 @@ def _character(rng: np.random.Generator) -> list[np.ndarray]:
     return strokes
 
 
-def _sample_points(strokes: list[np.ndarray], rng: np.random.Generator, jitter: float, rotation_degrees: float
-                   ) -> np.ndarray:
-    """One sample's pen positions ``(strokes * CURVE_POINTS, 2)`` after jitter, rotation, scaling and shift."""
-    angle = np.deg2rad(rng.uniform(-rotation_degrees, rotation_degrees))
-    scale = rng.uniform(0.85, 1.1)
-    shift = rng.normal(0.0, 0.04, size=2)
-    rotate = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]) * scale
-    t = np.linspace(0.0, 1.0, CURVE_POINTS)[:, None]
-    curves = []
-    for control in strokes:
-        p0, p1, p2 = control + rng.normal(0.0, jitter, size=control.shape)
-        curve = (1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t ** 2 * p2
-        curves.append((curve - 0.5) @ rotate.T + 0.5 + shift)
-    return np.stack(curves)
+_T = np.linspace(0.0, 1.0, CURVE_POINTS)[:, None]
+BEZIER = ((1 - _T) ** 2, 2 * (1 - _T) * _T, _T ** 2)  # the weights of the three control points along a stroke
+
+
+def _sample_points(strokes: list[np.ndarray], rng: np.random.Generator, samples: int, jitter: float,
+                   rotation_degrees: float) -> np.ndarray:
+    """``samples`` redraws' pen positions ``(samples, strokes, CURVE_POINTS, 2)`` after jitter, rotation,
+    scaling and shift.
+
+    The random numbers are drawn sample by sample, in the order of a per-sample loop (angle, scale,
+    shift, then every stroke's jitter); the curves of all samples are then computed at once.
+    """
+    control = np.stack(strokes)  # (strokes, 3, 2)
+    rotations, shifts, jitters = [], [], []
+    for _ in range(samples):
+        angle = np.deg2rad(rng.uniform(-rotation_degrees, rotation_degrees))
+        scale = rng.uniform(0.85, 1.1)
+        shifts.append(rng.normal(0.0, 0.04, size=2))
+        rotations.append(np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]) * scale)
+        jitters.append(rng.normal(0.0, jitter, size=control.shape))
+    points = (control + np.stack(jitters))[..., None, :]  # (samples, strokes, 3, 1, 2)
+    curves = BEZIER[0] * points[:, :, 0] + BEZIER[1] * points[:, :, 1] + BEZIER[2] * points[:, :, 2]
+    rotate = np.stack(rotations).transpose(0, 2, 1)[:, None]  # (samples, 1, 2, 2), each transposed
+    return (curves - 0.5) @ rotate + 0.5 + np.stack(shifts)[:, None, None]
 
 
 def _rasterise(curves: np.ndarray, width: np.ndarray, size: int) -> np.ndarray:
@@ -102,7 +112,7 @@ def glyph_class(seed: int, index: int, samples: int, size: int = 28, jitter: flo
     """The ``samples`` images ``(samples, size, size)`` of glyph class ``index`` for ``seed``."""
     character = _character(np.random.default_rng([seed, index, 0]))
     rng = np.random.default_rng([seed, index, 1])
-    curves = np.stack([_sample_points(character, rng, jitter, rotation_degrees) for _ in range(samples)])
+    curves = _sample_points(character, rng, samples, jitter, rotation_degrees)
     width = rng.uniform(1.2, 2.6, size=samples) * size / 28
     return _rasterise(curves, width, size)
 
