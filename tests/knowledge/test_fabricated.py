@@ -153,7 +153,7 @@ def test_sparse_update_works_with_a_scheduler():
     assert optimizer.optimizer.param_groups[0]["lr"] == pytest.approx(0.05)
 
 
-def _retention_run(tiny_llama, small_tokenizer, small_corpus, directory, on_step=None):
+def _retention_run(tiny_llama, small_tokenizer, small_corpus, directory, optimizer=None, **options):
     texts = small_corpus.train_texts[:40]
     from learnlab.knowledge.pretraining import pack_documents
     from learnlab.knowledge.priming_session import heldout_windows
@@ -164,9 +164,10 @@ def _retention_run(tiny_llama, small_tokenizer, small_corpus, directory, on_step
              for index in range(3)]
     settings = RetentionSettings(batch_size=4, sequence_length=16, presentations=3, facts_per_step=2, horizon=20,
                                  grid_points=4, linear_points=2, checkpoint_every=4)
-    optimizer = SparseUpdateOptimizer(torch.optim.AdamW(tiny_llama.parameters(), lr=1e-2), 3, 0.1, "drop")
+    if optimizer is None:
+        optimizer = SparseUpdateOptimizer(torch.optim.AdamW(tiny_llama.parameters(), lr=1e-2), 3, 0.1, "drop")
     run = RetentionRun(tiny_llama, small_tokenizer, facts, stream, heldout, optimizer, settings, seed=0,
-                       directory=directory, pad_id=small_tokenizer.pad_token_id)
+                       directory=directory, pad_id=small_tokenizer.pad_token_id, **options)
     return run, facts, settings
 
 
@@ -196,6 +197,30 @@ def test_killed_retention_run_resumes_to_the_same_records(tiny_llama, small_toke
     assert curves[0]["steps"] == [0, 3, 4, 6, 10, 13, 23]  # the first wave ends at step 3
     assert curves[2]["steps"] == [0, 1, 3, 7, 10, 20]  # the second wave (the third fact) ends at step 6
     assert curves[0]["log_s_mem"][0] > 0  # injected facts were learned
+
+
+def test_a_run_started_from_a_snapshot_records_what_it_would_have_trained(tiny_llama, small_tokenizer, small_corpus,
+                                                                          tmp_path):
+    """Sparse updates after the injection: the run starts from the plain run's snapshot at the injection's end."""
+    import shutil
+
+    initial = {name: value.clone() for name, value in tiny_llama.state_dict().items()}
+
+    def sparse(optimizer):
+        return SparseUpdateOptimizer(optimizer, 3, 0.1, "drop")
+
+    def run(directory, **options):
+        tiny_llama.load_state_dict(initial)
+        optimizer = torch.optim.AdamW(tiny_llama.parameters(), lr=1e-2)
+        return _retention_run(tiny_llama, small_tokenizer, small_corpus, directory, optimizer, **options)[0].run()
+
+    plain = run(tmp_path / "plain", snapshots={6: tmp_path / "snapshot"})  # two waves of 3 steps: injected at 6
+    whole = run(tmp_path / "whole", wrap=sparse, wrap_from=6)
+    shutil.copytree(tmp_path / "snapshot", tmp_path / "started")
+    started = run(tmp_path / "started", wrap=sparse, wrap_from=6)
+    assert json.dumps(started) == json.dumps(whole)
+    assert [record for record in plain if record["step"] <= 6] == [record for record in whole if record["step"] <= 6]
+    assert plain[-1] != whole[-1]
 
 
 def test_samples_without_types_exit_2_with_one_line(tmp_path, capsys):

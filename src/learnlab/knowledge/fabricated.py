@@ -23,6 +23,7 @@ Outlandish-format samples (``samples=`` with a ``type`` field, ``probes=``) repl
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -31,7 +32,7 @@ from learnlab.core import Claim, RunContext, Study, StudyConfig, at_least, at_mo
 from learnlab.knowledge import fabricated_analysis as analysis
 from learnlab.knowledge.fabricated_figures import plot_mitigation, plot_retention
 from learnlab.knowledge.fact_types import load_typed_samples
-from learnlab.knowledge.fabricated_runs import UNMITIGATED, FabricatedWorker, fabricated_worker, run_keys
+from learnlab.knowledge.fabricated_runs import UNMITIGATED, FabricatedWorker, fabricated_worker, handoff_dir, run_keys
 from learnlab.knowledge.insertion import InsertionSettings
 from learnlab.knowledge.retention import RetentionSettings
 
@@ -142,6 +143,7 @@ def run(config: Config, ctx: RunContext) -> dict[str, Any]:
     workers = min(config.workers, len(keys)) if ctx.device.type == "cpu" else 1
     runs = ctx.stage_items("runs", keys, fabricated_worker, (config, str(out), str(ctx.run_dir)), workers=workers,
                            description="continued-training runs", local_process=worker)
+    shutil.rmtree(handoff_dir(ctx.run_dir), ignore_errors=True)
     measured = dict(ctx.stage("analysis", lambda: _analyse(config, ctx, runs.records)))
     measured.update(runs_seconds=runs.seconds, runs=len(runs.records), workers=workers)
     plot_retention(ctx, measured["curves"], measured["half_life"])

@@ -13,6 +13,11 @@ same background rows step by step:
   the first injection step on (protocol ``from-injection``) training through a
   :class:`SparseUpdateOptimizer`.
 
+Until the end of the injection, a sparse-update run of protocol ``after`` trains exactly like
+``conflicting-0``; that run leaves a snapshot at the end of its injection (:func:`handoff_dir`), and
+the ``after`` runs start from a copy of it when it is there (the same records as training those
+steps again).
+
 Runs are items of a resumable stage (:meth:`RunContext.stage_items`), shared by worker processes;
 each run checkpoints itself (:class:`retention.RetentionRun`), so a killed run resumes mid-way.
 """
@@ -179,8 +184,14 @@ class FabricatedWorker:
                                              seed=self.seed)
             wrap_from = 0 if mitigation.protocol == "from-injection" else settings.injection_end(len(injected))
         directory = self.run_dir / "retention" / key
+        handoff = handoff_dir(self.run_dir)
+        snapshots = {}
+        if key == UNMITIGATED and any(variant.protocol == "after" for variant in self.variants.values()):
+            snapshots[settings.injection_end(len(injected))] = handoff
+        elif mitigation is not None and mitigation.protocol == "after":
+            _start_from(handoff, directory)
         run = RetentionRun(self.model, self.tokenizer, injected, self.background, self.heldout, self.optimizer(), settings,
-                           self.seed, directory, tracked, pad_token_id(self.tokenizer), wrap, wrap_from, steps)
+                           self.seed, directory, tracked, pad_token_id(self.tokenizer), wrap, wrap_from, steps, snapshots)
         records = run.run()
         trained = run.total_steps
         seconds = time.perf_counter() - started
@@ -197,6 +208,19 @@ class FabricatedWorker:
         self.base.restore()
         shutil.rmtree(directory, ignore_errors=True)
         return result
+
+
+def handoff_dir(run_dir: Path) -> Path:
+    """Where ``conflicting-0`` leaves its snapshot at the end of the injection (removed after the runs)."""
+    return run_dir / "retention" / f"{UNMITIGATED}-injected"
+
+
+def _start_from(snapshot: Path, directory: Path) -> None:
+    """Copy ``snapshot`` into a run's ``directory``, unless the run has a checkpoint of its own or there is no snapshot."""
+    if not snapshot.exists() or (directory / "state.json").exists():
+        return
+    shutil.rmtree(directory, ignore_errors=True)
+    shutil.copytree(snapshot, directory)
 
 
 def fabricated_worker(payload: tuple[Any, str, str], ctx: Any) -> FabricatedWorker:

@@ -19,7 +19,10 @@ probes, from which, with P_before of the model before the run,
 and the held-out background loss. A run checkpoints its model and optimizer every ``checkpoint_every``
 steps and appends every evaluation to ``records.jsonl``, so a killed run resumes from its last
 checkpoint (dropping the records after it) and gives the same records as an uninterrupted one. An optimizer wrapper (e.g. sparse updates,
-:mod:`sparse_updates`) can take over at a given step (``wrap``, ``wrap_from``).
+:mod:`sparse_updates`) can take over at a given step (``wrap``, ``wrap_from``). A run can also leave a
+snapshot (checkpoint and records) after a given step (``snapshots``): a run that repeats its first
+steps (same model, optimizer, facts, settings and seed) starts from a copy of it and gives the same
+records as if it had trained them itself.
 
 :func:`half_life` reads a fact's retention off its curve: the steps after the end of its
 injection until log S_mem falls below half its peak.
@@ -29,6 +32,8 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,12 +145,15 @@ class RetentionRun:
         directory: checkpoint directory (``None``: no checkpoints, no resume).
         wrap, wrap_from: from step ``wrap_from`` on, train with ``wrap(optimizer)`` instead.
         steps: evaluation steps (default: :meth:`RetentionSettings.evaluation_steps` of the injected facts).
+        snapshots: step -> directory: after that step (and its evaluation), a resumable copy of the run
+            (checkpoint and records) is written there, unless the directory exists.
     """
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, injected: Sequence[TrackedFact], background: torch.Tensor,
                  heldout: torch.Tensor, optimizer: torch.optim.Optimizer, settings: RetentionSettings, seed: int,
                  directory: Path | None = None, tracked: Sequence[TrackedFact] | None = None, pad_id: int = 0,
-                 wrap: OptimizerWrap | None = None, wrap_from: int = 0, steps: Sequence[int] | None = None) -> None:
+                 wrap: OptimizerWrap | None = None, wrap_from: int = 0, steps: Sequence[int] | None = None,
+                 snapshots: dict[int, Path] | None = None) -> None:
         self.model, self.tokenizer = model, tokenizer
         self.injected = list(injected)
         self.tracked = list(tracked) if tracked is not None else list(injected)
@@ -153,6 +161,7 @@ class RetentionRun:
         self.base_optimizer, self.optimizer = optimizer, optimizer
         self.settings, self.seed, self.directory, self.pad_id = settings, seed, directory, pad_id
         self.wrap, self.wrap_from = wrap, wrap_from
+        self.snapshots = dict(snapshots or {})
         self.evaluation_steps = sorted(set(steps)) if steps is not None else settings.evaluation_steps(len(self.injected))
         self._fact_ids = [torch.tensor(list(tokenizer(fact.text)["input_ids"]), dtype=torch.long) for fact in self.injected]
         self._pairs = [encode_pair(tokenizer, prompt, fact.keyword) for fact in self.tracked
@@ -222,6 +231,8 @@ class RetentionRun:
                 self._record(records, self.evaluate(done))
             if self.directory is not None and (done % self.settings.checkpoint_every == 0 or done == self.total_steps):
                 save_checkpoint(self.directory, self.model, self.optimizer, done, {})
+            if done in self.snapshots:
+                self._snapshot(self.snapshots[done], done, records)
         self.model.eval()
         return records
 
@@ -240,13 +251,26 @@ class RetentionRun:
             with self._records_path.open("a") as handle:
                 handle.write(json.dumps(record) + "\n")
 
+    def _snapshot(self, target: Path, step: int, records: list[dict[str, Any]]) -> None:
+        """A resumable copy of the run after ``step`` in ``target`` (written aside, then renamed into place)."""
+        if target.exists():
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        save_checkpoint(temp, self.model, self.optimizer, step, {})
+        write_text(temp / "records.jsonl", "".join(json.dumps(record) + "\n" for record in records))
+        try:
+            temp.rename(target)
+        except OSError:  # another process wrote it first
+            shutil.rmtree(temp, ignore_errors=True)
+
     def _resume(self) -> tuple[int, list[dict[str, Any]]]:
         """(first step to train, records so far): from the latest checkpoint and the records up to its step."""
         if self.directory is None or latest_checkpoint(self.directory) is None:
             if self._records_path is not None and self._records_path.exists():
                 self._records_path.unlink()
             return 0, []
-        if int(latest_checkpoint(self.directory)["step"]) >= self.wrap_from:
+        if int(latest_checkpoint(self.directory)["step"]) > self.wrap_from:  # the wrapper trained step wrap_from on
             self._use_wrapper()
         step, _ = load_checkpoint(self.directory, self.model, self.optimizer)
         records = []
