@@ -206,3 +206,22 @@ def test_a_compressing_pass_skips_the_unread_last_layer_work_with_the_same_keys_
     assert len(stopped) == len(whole) == 2
     for (keys, values), (whole_keys, whole_values) in zip(stopped, whole):
         assert torch.equal(keys, whole_keys) and torch.equal(values, whole_values)
+
+
+def test_gistings_compressing_pass_runs_without_a_mask_with_the_same_numbers(decoder):
+    from learnlab.compression.caches import _compressing_mask, _pass_key_values, laid_out_embeddings
+
+    torch.manual_seed(6)
+    context = torch.randint(3, 50, (2, 8))
+    gists = GistTokens(16, slots=4, shared=False)
+    layout = build_layout("gisting", 8, 0, 2)
+    embeddings = laid_out_embeddings(decoder, context, layout, gists)
+    assert _compressing_mask(layout, embeddings, 2) is None  # context ‖ gists is plain causal attention
+    assert _compressing_mask(build_layout("gistpool", 8, 0, 2), embeddings, 2) is not None
+    positions = torch.arange(layout.length).expand(2, -1)
+    mask = additive_mask(attention_allowed(layout), embeddings.dtype, 2)
+    with torch.no_grad():
+        masked = _pass_key_values(decoder, positions, inputs_embeds=embeddings, attention_mask=mask)
+        causal = _pass_key_values(decoder, positions, inputs_embeds=embeddings)
+    for (keys, values), (causal_keys, causal_values) in zip(masked, causal):
+        assert torch.equal(keys, causal_keys) and torch.equal(values, causal_values)

@@ -2,6 +2,7 @@
 stale flags and embedded figures."""
 
 import base64
+import dataclasses
 import io
 import json
 import os
@@ -18,7 +19,7 @@ from learnlab.cli import main
 from learnlab.core.registry import load_studies
 from learnlab.core.report import write_report
 from learnlab.core.runs import RunOptions, prepare_run
-from learnlab.core.scheduler import DONE, REUSED, Schedule, deal_to_ranks
+from learnlab.core.scheduler import DEFAULT_EXPECTED_SECONDS, DONE, REUSED, Schedule, deal_to_ranks, expected_seconds
 
 STUDIES = load_studies()
 
@@ -38,6 +39,13 @@ def test_a_study_starts_after_the_studies_it_requires(tmp_path):
     again = Schedule.plan([STUDIES["world"], STUDIES["icl-gd"]], options, jobs=2).run()
     assert [task.state for task in again] == [REUSED, REUSED]  # finished studies start no process
     assert again[0].expected == pytest.approx(tasks["world"].results["run_seconds"])
+
+
+def test_expected_time_is_the_reference_time_until_a_run_is_recorded(tmp_path):
+    study = dataclasses.replace(STUDIES["icl-gd"], reference_seconds={"quick": 42.0})
+    assert expected_seconds(study, RunOptions(preset="quick", out=tmp_path)) == 42.0
+    assert expected_seconds(study, RunOptions(preset="smoke", out=tmp_path)) == DEFAULT_EXPECTED_SECONDS
+    assert all(study.reference_seconds.get("quick", 0) > 0 for study in STUDIES.values())  # make run's first order
 
 
 def test_killed_scheduler_resumes_reusing_finished_studies(tmp_path):

@@ -32,11 +32,14 @@ def test_multi_token_keyword_probability_is_the_product_of_token_probabilities()
 
 
 def test_batched_equals_unbatched_with_padding():
+    """Pairs are batched by length; every batch size gives each pair's own score, in the input order."""
     tokenizer, model = word_tokenizer(WORDS), BigramModel(torch.randn(6, 6, generator=torch.Generator().manual_seed(0)))
-    prefixes, keywords = ["a", "a b c", "d d d d a", "b"], ["b c", "d", "a b c d", "c"]
-    together = keyword_log_probs(model, tokenizer, prefixes, keywords, batch_size=4)
-    alone = torch.cat([keyword_log_probs(model, tokenizer, [p], [k], batch_size=1).log_prob for p, k in zip(prefixes, keywords)])
-    torch.testing.assert_close(together.log_prob, alone)
+    prefixes, keywords = ["a", "a b c", "d d d d a", "b", "c c"], ["b c", "d", "a b c d", "c", "a"]
+    alone = [keyword_log_probs(model, tokenizer, [p], [k], batch_size=1) for p, k in zip(prefixes, keywords)]
+    for batch_size in (2, 4, 8):
+        together = keyword_log_probs(model, tokenizer, prefixes, keywords, batch_size=batch_size)
+        torch.testing.assert_close(together.log_prob, torch.cat([scores.log_prob for scores in alone]))
+        assert together.num_tokens.tolist() == [2, 1, 4, 1, 1]
 
 
 def test_greedy_recall_and_perplexity():

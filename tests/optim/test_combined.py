@@ -18,6 +18,7 @@ from learnlab.optim.combined import (
     initial_state,
     load_rule,
     save_rule,
+    stacked_combined_step,
 )
 
 
@@ -213,3 +214,35 @@ def test_members_on_tasks_of_their_own_equal_separate_runs():
                                  x, y, x, y, orders[member], horizon=4)
         assert torch.equal(together.curve[member], alone.curve[0])
     assert not torch.equal(together.curve[0], together.curve[1])
+
+
+@pytest.mark.parametrize("spec", [
+    RuleSpec(num_layers=4), RuleSpec(num_layers=4, form="sum"), RuleSpec(num_layers=4, model="constant"),
+    RuleSpec(num_layers=4, bases=("adam",), form="sum", model="global"), RuleSpec(num_layers=4, model="global"),
+    RuleSpec(num_layers=4, bases=("momentum",), form="sum", model="fixed"),
+])
+def test_a_members_stacked_step_is_its_own_step_bit_for_bit(spec):
+    """A population update gives every member exactly the update it gets alone (CombinedOptimizer's path)."""
+    generator, members, shapes = torch.Generator().manual_seed(0), 3, [(7, 5), (7,), (3, 7), (3,)]
+    if spec.model == "fixed":
+        metas = {"coefficients": torch.rand(members, 4, 4, 1, generator=generator) * 0.01}
+    else:
+        metas = {name: value.unsqueeze(0) + 0.3 * torch.randn(members, *value.shape, generator=generator)
+                 for name, value in initial_meta_parameters(spec, generator).items()}
+    params = [torch.randn(members, *shape, generator=generator) for shape in shapes]
+    stacked = (params, initial_state(spec, params))
+    alone = [([p[member] for p in params], initial_state(spec, [p[member] for p in params])) for member in range(members)]
+    for step in range(1, 6):
+        grads = [torch.randn(members, *shape, generator=generator) for shape in shapes]
+        losses = torch.rand(members, generator=generator) + 0.5
+        *stacked, coefficient = stacked_combined_step(spec, metas, stacked[0], grads, losses, stacked[1], step, 4)
+        for member in range(members):
+            meta = {name: value[member] for name, value in metas.items()}
+            *alone[member], expected = combined_step(spec, meta, alone[member][0], [g[member] for g in grads],
+                                                     losses[member], alone[member][1], step, 4)
+            assert torch.equal(coefficient[member], expected)
+            assert all(torch.equal(a[member], b) for a, b in zip(stacked[0], alone[member][0]))
+            for key, value in alone[member][1].items():
+                other = stacked[1][key]
+                assert (torch.equal(other[member], value) if torch.is_tensor(value)
+                        else all(torch.equal(o[member], v) for o, v in zip(other, value)))

@@ -172,7 +172,7 @@ def compress(model: Any, context_ids: torch.Tensor, method: CompressionMethod, r
     reader = model if compressor is None else compressor
     layout = build_layout(method, length, 0, rate)
     embeddings = laid_out_embeddings(reader, context_ids, layout, gists)
-    mask = additive_mask(attention_allowed(layout), embeddings.dtype, batch).to(embeddings.device)
+    mask = _compressing_mask(layout, embeddings, batch)
     positions = torch.arange(layout.length, device=embeddings.device).expand(batch, -1)
     slots = torch.tensor(layout.positions(SLOT), device=embeddings.device)
     if shift:
@@ -181,6 +181,19 @@ def compress(model: Any, context_ids: torch.Tensor, method: CompressionMethod, r
         kept = [(keys[:, :, slots], values[:, :, slots])
                 for keys, values in _pass_key_values(reader, positions, inputs_embeds=embeddings, attention_mask=mask)]
     return CompressedContext(_cache_of(model.config, kept), layout.length, len(slots))
+
+
+def _compressing_mask(layout: Layout, embeddings: torch.Tensor, batch: int) -> torch.Tensor | None:
+    """The 4-D mask of a compressing pass, or ``None`` where the layout's mask is plain causal attention.
+
+    Gisting's context ‖ gists (no rest) is plain causal: gists see the context and earlier gists.
+    Without an explicit mask the decoder attends causally by itself, and its attention kernel skips the
+    blocks above the diagonal instead of adding the mask's minimum there (the same numbers, tested).
+    """
+    allowed = attention_allowed(layout)
+    if torch.equal(allowed, torch.ones_like(allowed).tril()):
+        return None
+    return additive_mask(allowed, embeddings.dtype, batch).to(embeddings.device)
 
 
 def _read(model: Any, compressed: CompressedContext, cache: Any, ids: torch.Tensor) -> torch.Tensor:

@@ -212,4 +212,5 @@ STUDY = Study(
     # One thread: the reader trains in one process (the same weights as on two threads, less CPU
     # time); the fine-tuning runs are one-thread worker processes anyway.
     figures=("accuracy_vs_rate", "accuracy_vs_length", "ablation"),
+    reference_seconds={"quick": 720},
 )

@@ -48,7 +48,7 @@ def layer_key_values(layer: Any, rotary: Any, hidden: torch.Tensor,
     return keys, values
 
 
-def shifted_slot_states(model: Any, embeddings: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,
+def shifted_slot_states(model: Any, embeddings: torch.Tensor, mask: torch.Tensor | None, positions: torch.Tensor,
                         slots: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per layer ℓ, the (keys, values) of the ``slots`` positions made by layer ℓ's projections from
     layer ℓ's output, rotated at the slots' positions: shape (batch, kv heads, slots, head dim)."""

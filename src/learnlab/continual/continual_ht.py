@@ -279,4 +279,5 @@ STUDY = Study(
     claims=CLAIMS,
     summary="A transformer writes a small CNN's weights from a support set, and rewrites them task after task.",
     figures=("width_sweep", "continual_accuracy", "meta_training"),
+    reference_seconds={"quick": 254},
 )

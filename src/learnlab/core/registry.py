@@ -44,6 +44,9 @@ class Study:
     threads: int = 1  # CPU threads that suit the study's model sizes; `--threads` overrides it
     figures: tuple[str, ...] = field(default_factory=tuple)  # figures (names without .png) every run saves
     requires: tuple[str, ...] = ()  # studies whose runs this one uses (run first by `reproduce`)
+    # Run time (seconds) per preset on the 2-core reference machine, alongside other studies under
+    # `reproduce`: the order `reproduce` starts studies in until a run of this machine is recorded.
+    reference_seconds: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         missing = [name for name in PRESETS if name not in self.presets]

@@ -72,7 +72,8 @@ def slots_of(study: Study, options: RunOptions, jobs: int) -> int:
 
 
 def expected_seconds(study: Study, options: RunOptions) -> float:
-    """The run time of the latest finished run of this study and preset under ``out`` (any code or config)."""
+    """The run time of the latest finished run of this study and preset under ``out`` (any code or config);
+    without one, the study's reference time for the preset, else a default."""
     latest: tuple[str, float] | None = None
     for path in Path(options.out).glob(f"{study.name}/{options.preset}-seed*/{RESULTS_FILE}"):
         try:
@@ -82,7 +83,9 @@ def expected_seconds(study: Study, options: RunOptions) -> float:
         stamp = results.get("finished_at", "")
         if results.get("status") == "ok" and (latest is None or stamp > latest[0]):
             latest = (stamp, float(results.get("run_seconds", DEFAULT_EXPECTED_SECONDS)))
-    return latest[1] if latest else DEFAULT_EXPECTED_SECONDS
+    if latest:
+        return latest[1]
+    return float(study.reference_seconds.get(options.preset, DEFAULT_EXPECTED_SECONDS))
 
 
 def run_command(study: Study, options: RunOptions, threads: int | None = None) -> list[str]:

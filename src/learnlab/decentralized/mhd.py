@@ -237,4 +237,5 @@ STUDY = Study(
     claims=CLAIMS,
     summary="Agents share predictions on public data, never weights; auxiliary heads chain knowledge across a graph.",
     figures=("methods", "heads", "islands"),
+    reference_seconds={"quick": 154},
 )

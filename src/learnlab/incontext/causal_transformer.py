@@ -58,10 +58,11 @@ class CausalAttention(nn.Module):
         return cached
 
     def heads(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(q, k, v)``, each ``(B, H, T, d)``."""
+        """``(q, k, v)``, each ``(B, H, T, d)``: views of one fused projection, unbound along its own axis
+        so that the backward writes the projection's gradient in place of a permuted copy (same numbers)."""
         b, t, _ = tokens.shape
         qkv = F.linear(tokens, self.qkv).view(b, t, 3, self.num_heads, self.key_size)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        q, k, v = (x.transpose(1, 2) for x in qkv.unbind(2))
         return q, k, v
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -302,4 +302,5 @@ STUDY = Study(
     claims=CLAIMS,
     figures=("training_curves", "weights_vs_construction", "out_of_distribution"),
     summary="Linear self-attention trained on in-context linear regression implements gradient descent (and GD++).",
+    reference_seconds={"quick": 38},
 )

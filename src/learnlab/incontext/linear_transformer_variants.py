@@ -352,7 +352,7 @@ def train_online(
     models share no parameter, Adam is element-wise and clipping is per model, each trains exactly
     as if alone.
     """
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate, foreach=True)  # = the per-tensor loop
     warmup = int(settings.warmup_fraction * settings.steps)
     scheduler = WarmupCosine(peak=settings.learning_rate, warmup_steps=warmup, decay_end=settings.steps - 1,
                              floor=settings.final_lr_fraction).lambda_lr(optimizer)

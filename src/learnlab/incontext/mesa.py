@@ -321,4 +321,5 @@ STUDY = Study(
     figures=("per_t_loss", "per_t_loss_mesa", "training_curves", "repurposing"),
     summary="Autoregressive Transformers on linear dynamics learn in-context optimisers (GD, toward least squares); "
             "the mesa-layer solves least squares in context.",
+    reference_seconds={"quick": 375},
 )

@@ -175,7 +175,7 @@ def tune_prompt_tokens(
     learned = [t for t in (eos, prefix) if t.requires_grad]
     if not learned or steps == 0:
         return PromptTokens(eos.detach(), prefix.detach())
-    optimizer = torch.optim.Adam(learned, lr=lr)
+    optimizer = torch.optim.Adam(learned, lr=lr, foreach=True)  # the per-tensor loop's numbers, fewer calls
     tokens = PromptTokens(eos, prefix)
     sampler = FewShotRegressionSpec(num_examples, dim, noise)
     with frozen(model):

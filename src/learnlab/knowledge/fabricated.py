@@ -213,4 +213,5 @@ STUDY = Study(
     summary="How long injected facts of three types last and prime, and multi-step sparse updates that erase them.",
     requires=("world",),
     figures=("retention", "mitigation"),
+    reference_seconds={"quick": 481},
 )

@@ -261,4 +261,5 @@ STUDY = Study(
     summary="Priming after learning one text, predicted by keyword probability; ignore-k pruning and stepping stones.",
     requires=("world",),
     figures=("priming_scatter", "ignore_k", "rewrites"),
+    reference_seconds={"quick": 119},
 )

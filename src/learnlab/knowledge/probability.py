@@ -70,11 +70,17 @@ def pad_rows(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, 
 @torch.no_grad()
 def continuation_token_log_probs(model: Any, pairs: Sequence[tuple[list[int], list[int]]], batch_size: int = 64,
                                  pad_id: int = 0) -> list[torch.Tensor]:
-    """For each (context ids, continuation ids), the float32 log-probability of every continuation token."""
+    """For each (context ids, continuation ids), the float32 log-probability of every continuation token.
+
+    Pairs are batched by length (shortest first) so that a batch is padded to its own longest row, not
+    to the longest of all; the results come back in the order of ``pairs``.
+    """
     device = model_device(model)
-    results: list[torch.Tensor] = []
+    order = sorted(range(len(pairs)), key=lambda index: len(pairs[index][0]) + len(pairs[index][1]))
+    by_length = [pairs[index] for index in order]
+    results: list[torch.Tensor] = [torch.empty(0)] * len(pairs)
     for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start:start + batch_size]
+        chunk = by_length[start:start + batch_size]
         if any(not context or not continuation for context, continuation in chunk):
             raise ValueError("context and continuation must both be non-empty token lists")
         input_ids, attention = pad_rows([list(context) + list(continuation) for context, continuation in chunk], pad_id)
@@ -88,7 +94,8 @@ def continuation_token_log_probs(model: Any, pairs: Sequence[tuple[list[int], li
         picked = logits[torch.tensor(rows, device=device), torch.tensor(positions, device=device)].float()
         token_log_probs = picked.log_softmax(-1).gather(1, torch.tensor(targets, device=device)[:, None])[:, 0].cpu()
         lengths = [len(continuation) for _, continuation in chunk]
-        results.extend(token_log_probs.split(lengths))
+        for index, values in zip(order[start:start + batch_size], token_log_probs.split(lengths)):
+            results[index] = values
     return results
 
 

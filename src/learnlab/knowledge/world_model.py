@@ -302,4 +302,5 @@ STUDY = Study(
     figures=("world_model", "in_context_recall"),
     # One thread: the same model to the bit as on two, less CPU time, and the other core free for a
     # study beside it (`learnlab reproduce`); `--threads 2` finishes it sooner alone (benchmarks/).
+    reference_seconds={"quick": 475},
 )

@@ -17,9 +17,10 @@ moving averages, at several decay rates, of the loss, of the layer's gradient no
 weight norm. The output layer of the MLP starts at zero, so an untrained rule is a constant
 uniform mixture at ``exp(log_lr)``.
 
-The update is written as a pure function of tensors (:func:`combined_step`), so the same code runs
-inside :class:`CombinedOptimizer` (a ``torch.optim.Optimizer``) and vectorised over a population
-of meta-parameters with ``torch.func.vmap`` during meta-training. :func:`save_rule` /
+The update is written as a pure function of tensors with a leading member dimension
+(:func:`stacked_combined_step`), so the same code updates a whole population of rules and models
+at once during meta-training and one model inside :class:`CombinedOptimizer` (a
+``torch.optim.Optimizer``, through :func:`combined_step`). :func:`save_rule` /
 :func:`load_rule` store a meta-trained rule as one safetensors file and a JSON config beside it.
 """
 
@@ -122,26 +123,39 @@ def initial_meta_parameters(spec: RuleSpec, generator: torch.Generator | None = 
     }
 
 
-def coefficients(spec: RuleSpec, meta: Mapping[str, torch.Tensor], features: torch.Tensor, step: int = 1) -> torch.Tensor:
-    """Coefficients ``[layers, bases]`` of step ``step`` from the layers' ``features [layers, num_features]``.
+def _per_member(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``values [members]`` shaped to broadcast against ``like [members, ...]``."""
+    return values.reshape(values.shape[0], *([1] * (like.dim() - 1)))
+
+
+def _member_norms(tensors: Tensors) -> torch.Tensor:
+    """``[members, layers, 1]``: each member's norm of each layer (tensor) of ``tensors [members, ...]``."""
+    norms = [torch.linalg.vector_norm(t, dim=tuple(range(1, t.dim()))) for t in tensors]
+    return torch.stack(norms, dim=1).unsqueeze(-1)
+
+
+def coefficients(spec: RuleSpec, metas: Mapping[str, torch.Tensor], features: torch.Tensor, step: int = 1) -> torch.Tensor:
+    """Coefficients ``[members, layers, bases]`` of step ``step`` from the layers' ``features [members,
+    layers, num_features]`` (every meta-parameter with a leading member dimension).
 
     ``normalised``: ``λ_l μ_{l,p}`` (μ sums to one over p); ``sum``: ``c_{l,p}``. A ``fixed`` rule
-    reads them from ``meta["coefficients"]`` (row ``step - 1`` of a per-step table).
+    reads them from ``metas["coefficients"]`` (row ``step - 1`` of a per-step table).
     """
     if spec.model == "fixed":
-        table = meta["coefficients"]
-        return table[min(step, table.shape[0]) - 1] if table.dim() == 3 else table
+        table = metas["coefficients"]
+        return table[:, min(step, table.shape[1]) - 1] if table.dim() == 4 else table
+    layers = features.shape[1]
     if spec.model in ("constant", "global"):
-        outputs = meta["layer_logits"] if spec.model == "constant" else torch.zeros(features.shape[0], len(spec.bases))
+        outputs = metas["layer_logits"] if spec.model == "constant" else torch.zeros(layers, len(spec.bases))
         if spec.form == "sum":
-            return torch.exp(meta["log_lr"] + outputs)
-        return torch.exp(meta["log_lr"]) * torch.softmax(outputs, dim=-1)
-    inputs = torch.cat([meta["embedding"], features], dim=-1)
-    outputs = torch.tanh(inputs @ meta["w1"] + meta["b1"]) @ meta["w2"] + meta["b2"]
+            return torch.exp(metas["log_lr"].unsqueeze(1) + outputs)
+        return _per_member(torch.exp(metas["log_lr"]), features) * torch.softmax(outputs, dim=-1)
+    inputs = torch.cat([metas["embedding"], features], dim=-1)
+    outputs = torch.tanh(inputs @ metas["w1"] + metas["b1"].unsqueeze(1)) @ metas["w2"] + metas["b2"].unsqueeze(1)
     if spec.form == "sum":
-        return torch.exp(meta["log_lr"] + outputs.clamp(-10, 10))
-    scale = torch.exp(meta["log_lr"] + outputs[:, :1].clamp(-10, 10))
-    return scale * torch.softmax(outputs[:, 1:], dim=-1)
+        return torch.exp(metas["log_lr"].unsqueeze(1) + outputs.clamp(-10, 10))
+    scale = torch.exp(_per_member(metas["log_lr"], features) + outputs[..., :1].clamp(-10, 10))
+    return scale * torch.softmax(outputs[..., 1:], dim=-1)
 
 
 def initial_state(spec: RuleSpec, params: Tensors) -> dict[str, Any]:
@@ -163,20 +177,19 @@ def _debiased(ema: torch.Tensor, decays: torch.Tensor, step: int) -> torch.Tenso
 
 
 def layer_features(spec: RuleSpec, state: Mapping[str, Any], step: int, horizon: int) -> torch.Tensor:
-    """``[layers, 1 + 3 · decays]``: t/T, then log EMAs of the loss, gradient norm and weight norm."""
+    """``[members, layers, 1 + 3 · decays]``: t/T, then log EMAs of the loss, gradient norm and weight norm."""
     decays = torch.tensor(spec.decays, dtype=state["grad_ema"].dtype)
-    layers = state["grad_ema"].shape[0]
-    loss = torch.log(_debiased(state["loss_ema"], decays, step).clamp_min(1e-8)).expand(layers, -1)
+    members, layers = state["grad_ema"].shape[:2]
+    loss = torch.log(_debiased(state["loss_ema"], decays, step).clamp_min(1e-8)).unsqueeze(1).expand(members, layers, -1)
     grad = torch.log(_debiased(state["grad_ema"], decays, step).clamp_min(1e-8))
     weight = torch.log(_debiased(state["weight_ema"], decays, step).clamp_min(1e-8))
-    time = torch.full((layers, 1), step / horizon, dtype=grad.dtype)
+    time = torch.full((members, layers, 1), step / horizon, dtype=grad.dtype)
     return torch.cat([time, loss, grad, weight], dim=-1)
 
 
 def _base_directions(spec: RuleSpec, grads: Tensors, state: dict[str, Any], step: int, betas: Any) -> list[Tensors]:
     """Per base optimizer, its direction for every layer (a step of size one); updates ``state``.
-    ``betas`` are Adam's (β1, β2) (numbers, or meta-learned tensors)."""
-    beta1, beta2 = betas
+    ``betas`` are Adam's (β1, β2): numbers, or meta-learned ``[members]`` tensors."""
     directions = []
     for name in spec.bases:
         if name == "sgd":
@@ -185,45 +198,69 @@ def _base_directions(spec: RuleSpec, grads: Tensors, state: dict[str, Any], step
             state["momentum"] = [spec.momentum * m + g for m, g in zip(state["momentum"], grads)]
             directions.append(state["momentum"])
         else:
-            state["adam_m"] = [beta1 * m + (1 - beta1) * g for m, g in zip(state["adam_m"], grads)]
-            state["adam_v"] = [beta2 * v + (1 - beta2) * g * g for v, g in zip(state["adam_v"], grads)]
-            first, second = 1 - beta1 ** step, 1 - beta2 ** step
-            directions.append([(m / first) / ((v / second).sqrt() + spec.eps)
-                               for m, v in zip(state["adam_m"], state["adam_v"])])
+            beta1, beta2 = ([_per_member(beta, g) if torch.is_tensor(beta) else beta for g in grads] for beta in betas)
+            state["adam_m"] = [b * m + (1 - b) * g for b, m, g in zip(beta1, state["adam_m"], grads)]
+            state["adam_v"] = [b * v + (1 - b) * g * g for b, v, g in zip(beta2, state["adam_v"], grads)]
+            directions.append([(m / (1 - b ** step)) / ((v / (1 - c ** step)).sqrt() + spec.eps)
+                               for b, c, m, v in zip(beta1, beta2, state["adam_m"], state["adam_v"])])
     return directions
 
 
 def _rms_normalised(direction: torch.Tensor) -> torch.Tensor:
-    return direction / (direction.pow(2).mean().sqrt() + 1e-12)
+    """Each member's ``direction / rms(direction)``."""
+    rms = direction.pow(2).mean(dim=tuple(range(1, direction.dim()))).sqrt() + 1e-12
+    return direction / _per_member(rms, direction)
+
+
+def stacked_combined_step(spec: RuleSpec, metas: Mapping[str, torch.Tensor], params: Tensors, grads: Tensors,
+                          losses: torch.Tensor, state: dict[str, Any], step: int, horizon: int,
+                          layer_scales: torch.Tensor | None = None) -> tuple[Tensors, dict[str, Any], torch.Tensor]:
+    """One update (step ``step`` >= 1 of ``horizon``) of a population of rules and models stacked along a
+    leading member dimension: ``(new params, new state, coefficients [members, layers, bases])``.
+
+    Every tensor (``metas``, ``params``, ``grads``, ``losses [members]`` and the state of
+    :func:`initial_state` on the stacked params) carries the members first; each reduction runs over
+    one member's layer, so a member's update is the same whatever the population around it (tested),
+    and one call updates the whole population. Pure in its tensor arguments (``state`` is copied).
+    ``layer_scales [layers]`` multiplies each layer's coefficients (param-group learning-rate scales).
+    """
+    state = dict(state)
+    decays = torch.tensor(spec.decays, dtype=state["grad_ema"].dtype)
+    state["loss_ema"] = decays * state["loss_ema"] + (1 - decays) * losses.detach().unsqueeze(-1)
+    state["grad_ema"] = decays * state["grad_ema"] + (1 - decays) * _member_norms(grads)
+    state["weight_ema"] = decays * state["weight_ema"] + (1 - decays) * _member_norms(params)
+    coefficient = coefficients(spec, metas, layer_features(spec, state, step, horizon), step)
+    if layer_scales is not None:
+        coefficient = coefficient * layer_scales.unsqueeze(-1)
+    if "beta_logits" in metas:
+        betas = torch.sigmoid(metas["beta_logits"]).unbind(-1)
+    else:
+        betas = (spec.beta1, spec.beta2)
+    directions = _base_directions(spec, grads, state, step, betas)
+    new_params = []
+    for layer, param in enumerate(params):
+        terms = [_per_member(coefficient[:, layer, index], d[layer])
+                 * (_rms_normalised(d[layer]) if spec.form == "normalised" else d[layer])
+                 for index, d in enumerate(directions)]
+        new_params.append(param - sum(terms))
+    return new_params, state, coefficient
 
 
 def combined_step(spec: RuleSpec, meta: Mapping[str, torch.Tensor], params: Tensors, grads: Tensors, loss: torch.Tensor,
                   state: dict[str, Any], step: int, horizon: int,
                   layer_scales: torch.Tensor | None = None) -> tuple[Tensors, dict[str, Any], torch.Tensor]:
-    """One update (step ``step`` >= 1 of ``horizon``): ``(new params, new state, coefficients [layers, bases])``.
+    """:func:`stacked_combined_step` of one rule and model: ``(new params, new state, coefficients [layers, bases])``,
+    with the state of :func:`initial_state` on ``params``."""
+    def one(value: Any) -> Any:
+        return [tensor.unsqueeze(0) for tensor in value] if isinstance(value, list) else value.unsqueeze(0)
 
-    Pure in its tensor arguments (``state`` is copied), so it can be ``vmap``-ed over a population
-    of ``meta``, ``params``, ``grads``, ``loss`` and ``state``. ``layer_scales`` multiplies each
-    layer's coefficients (param-group learning-rate scales).
-    """
-    state = dict(state)
-    decays = torch.tensor(spec.decays, dtype=state["grad_ema"].dtype)
-    grad_norms = torch.stack([g.norm() for g in grads]).unsqueeze(-1)
-    weight_norms = torch.stack([p.norm() for p in params]).unsqueeze(-1)
-    state["loss_ema"] = decays * state["loss_ema"] + (1 - decays) * loss.detach()
-    state["grad_ema"] = decays * state["grad_ema"] + (1 - decays) * grad_norms
-    state["weight_ema"] = decays * state["weight_ema"] + (1 - decays) * weight_norms
-    coefficient = coefficients(spec, meta, layer_features(spec, state, step, horizon), step)
-    if layer_scales is not None:
-        coefficient = coefficient * layer_scales.unsqueeze(-1)
-    betas = torch.sigmoid(meta["beta_logits"]) if "beta_logits" in meta else (spec.beta1, spec.beta2)
-    directions = _base_directions(spec, grads, state, step, betas)
-    new_params = []
-    for layer, param in enumerate(params):
-        update = sum(coefficient[layer, index] * (_rms_normalised(d[layer]) if spec.form == "normalised" else d[layer])
-                     for index, d in enumerate(directions))
-        new_params.append(param - update)
-    return new_params, state, coefficient
+    def first(value: Any) -> Any:
+        return [tensor[0] for tensor in value] if isinstance(value, list) else value[0]
+
+    new_params, new_state, coefficient = stacked_combined_step(
+        spec, {name: one(value) for name, value in meta.items()}, one(params), one(grads), one(torch.as_tensor(loss)),
+        {name: one(value) for name, value in state.items()}, step, horizon, layer_scales)
+    return first(new_params), {name: first(value) for name, value in new_state.items()}, first(coefficient)
 
 
 class CombinedOptimizer(torch.optim.Optimizer):

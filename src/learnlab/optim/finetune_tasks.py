@@ -96,7 +96,7 @@ def pretrain_body(source: TaskSource, seed: int, steps: int, learning_rate: floa
     x, y = pretraining_data(source)
     model = build_model(source.model, tuple(x.shape[1:]), len(PRETRAIN_CLASSES), source.width,
                         torch.Generator().manual_seed(seed))
-    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
+    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate, foreach=True)
     batches = batch_indices(len(y), batch_size, torch.Generator().manual_seed(seed + 1))
     for _ in range(steps):
         index = next(batches)

@@ -223,4 +223,5 @@ STUDY = Study(
     claims=CLAIMS,
     summary="A per-layer MLP mixes SGD, momentum and Adam directions; meta-trained by ES for fine-tuning.",
     figures=("loss_curves", "coefficients", "meta_training"),
+    reference_seconds={"quick": 286},
 )

@@ -122,7 +122,8 @@ def tune_baselines(config: Any) -> dict[str, Any]:
 
 def _meta_objective(config: Any, spec: RuleSpec, unflatten: Callable) -> Callable[[torch.Tensor, int], torch.Tensor]:
     """Losses ``[tasks, members]`` of a population on the tasks of one ES iteration (common random numbers)."""
-    every = max(1, config.horizon // 10)
+    # The intermediate validation losses only matter for the trajectory average; the final loss is measured anyway.
+    every = max(1, config.horizon // 10) if config.meta_objective == "average" else 0
 
     def objective(population: torch.Tensor, iteration: int) -> torch.Tensor:
         members = population.shape[0]  # every member on each of the iteration's tasks, as one population

@@ -4,7 +4,7 @@ Meta-training by evolution strategies evaluates 2M perturbed rules on the same f
 (common random numbers: the same initialisation and the same batches). Instead of 2M training
 loops, :func:`train_population` keeps the model's parameters stacked ``[members, ...]`` and runs
 one loop: per step, ``vmap(grad_and_value(functional_call(model)))`` gives every member's
-gradient and loss, and ``vmap(combined_step)`` every member's update. Members may also train on
+gradient and loss, and one ``stacked_combined_step`` every member's update. Members may also train on
 tasks of their own (their own start and batches, e.g. the evaluation seeds of one rule), which
 runs many small fine-tunings as one vectorised loop.
 """
@@ -19,7 +19,7 @@ from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 from torch.nn import functional as F
 
-from learnlab.optim.combined import RuleSpec, combined_step, initial_state
+from learnlab.optim.combined import RuleSpec, initial_state, stacked_combined_step
 
 
 @dataclass
@@ -69,11 +69,8 @@ def train_population(model: nn.Module, params: Mapping[str, torch.Tensor], spec:
     curve, curve_steps, recorded = [evaluate(weights, eval_x, eval_y)], [0], []
     for step, index in enumerate(batches, start=1):
         grads, loss = gradients(weights, train_x[index], train_y[index])
-
-        def update(meta, p, g, value, member_state, step=step):
-            return combined_step(spec, meta, p, g, value, member_state, step, horizon)
-
-        new, state, coefficient = vmap(update)(metas, [weights[n] for n in names], [grads[n] for n in names], loss, state)
+        new, state, coefficient = stacked_combined_step(spec, metas, [weights[n] for n in names],
+                                                        [grads[n] for n in names], loss, state, step, horizon)
         weights = dict(zip(names, new))
         if record_coefficients:
             recorded.append(coefficient)

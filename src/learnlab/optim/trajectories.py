@@ -330,4 +330,5 @@ STUDY = Study(
     summary="Fixed-batch losses are parabolas along the gradient; weight averages act like lower learning rates.",
     figures=("parabola_fits", "fixed_batch_along_trajectory", "two_point_vs_spacing", "ema_vs_reduced_lr",
              "equivalent_learning_rates"),
+    reference_seconds={"quick": 230},
 )
