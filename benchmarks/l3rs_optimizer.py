@@ -1,6 +1,6 @@
 """Speed of the learned combined optimizer (learnlab.optim.combined), one CPU thread.
 
-1. Inner fine-tuning steps per second across an ES population: the vmap-ed population loop
+1. Inner fine-tuning steps per second across an ES population: the population loop
    (``train_population``) against training the members one after another with
    ``CombinedOptimizer``, on the l3rs study's quick task (MLP on 8x8 digits, batch 32).
 2. Per-step overhead of ``CombinedOptimizer`` (SGD + momentum + Adam, the per-layer MLP) against
@@ -58,7 +58,7 @@ def main() -> None:
     combined = lambda model, spec, meta: CombinedOptimizer(model.parameters(), spec, meta, horizon=STEPS)  # noqa: E731
     adam = lambda model, spec, meta: torch.optim.Adam(model.parameters(), lr=3e-3)  # noqa: E731
     print(f"model: MLP width {SOURCE.width}, {sum(v.numel() for v in start.values())} parameters; {STEPS} steps, batch 32")
-    print("\n| members | vmap population: inner steps/s | one by one: inner steps/s | speed-up |")
+    print("\n| members | population: inner steps/s | one by one: inner steps/s | speed-up |")
     print("|---|---|---|---|")
     began = time.perf_counter()
     sequential(spec, meta, start, data, batches, combined)
