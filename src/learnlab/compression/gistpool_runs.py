@@ -83,7 +83,7 @@ def run_plan(config: Any) -> list[FinetuneRun]:
 
 def vocabulary_size(config: Any) -> int:
     """Token ids the built-in tasks use (the reader's vocabulary)."""
-    longest = max(config.lengths)
+    longest = max(config.reader_lengths)
     if config.task == "key-value":
         return FIRST_ID + longest // 2 + config.symbols
     return FIRST_ID + config.symbols + longest // config.task_window
@@ -92,7 +92,8 @@ def vocabulary_size(config: Any) -> int:
 def task_examples(config: Any, length: int, count: int, generator: torch.Generator) -> list[QAExample]:
     """``count`` examples of the built-in task at one context length."""
     if config.task == "key-value":
-        return key_value_examples(count, length // 2, max(config.lengths) // 2, config.symbols, generator, FIRST_ID)
+        return key_value_examples(count, length // 2, max(config.reader_lengths) // 2, config.symbols, generator,
+                                  FIRST_ID)
     return window_statistic_examples(count, length, config.task_window, config.symbols, generator, config.dominance,
                                      FIRST_ID)
 
@@ -101,7 +102,7 @@ def build_reader(config: Any, seed: int) -> torch.nn.Module:
     """A fresh Llama of the study's shape over the built-in tasks' vocabulary."""
     from learnlab.knowledge.models import build_world_model, world_model_config
 
-    longest = max(config.lengths)
+    longest = max(config.reader_lengths)
     model_config = world_model_config(vocabulary_size(config), hidden_size=config.hidden_size,
                                       num_layers=config.num_layers, num_heads=config.num_heads,
                                       intermediate_size=4 * config.hidden_size, max_positions=2 * longest + 64)
@@ -112,8 +113,9 @@ def train_reader(config: Any, ctx: Any) -> dict[str, Any]:
     """Train the reader on the full context at every length (taken in turn); its weights and accuracy."""
     model = build_reader(config, ctx.seed)
     generator = ctx.generator("reader")
-    train = [task_examples(config, length, config.train_examples, generator) for length in config.lengths]
-    test = {length: task_examples(config, length, config.test_examples, generator) for length in config.lengths}
+    lengths = config.reader_lengths
+    train = [task_examples(config, length, config.train_examples, generator) for length in lengths]
+    test = {length: task_examples(config, length, config.test_examples, generator) for length in lengths}
     reader = Answerer(MethodSpec("full"), model)
     with ctx.training_progress("reader (full context)", config.reader_steps, "reader loss") as on_step:
         losses = finetune(reader, train, config.reader_steps, config.batch_size, config.reader_learning_rate, generator,

@@ -91,7 +91,7 @@ def finetune(answerer: Answerer, examples: list[QAExample] | list[list[QAExample
     step (e.g. one per context length, for a model that reads every length).
     """
     groups = [examples] if examples and isinstance(examples[0], QAExample) else examples
-    optimizer = torch.optim.AdamW(answerer.parameters(), lr=learning_rate, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(answerer.parameters(), lr=learning_rate, weight_decay=0.0, foreach=True)
     for module in (answerer.decoder, answerer.compressor):
         if module is not None:
             module.train()

@@ -9,11 +9,12 @@ class-incremental and mini-batch sequences without forgetting, with positive bac
 and to extrapolate beyond the number of tasks it was trained on (CHT abstract, §5).
 
 Protocol at CPU scale, on meta-test classes only (Omniglot-like procedural glyphs by default):
-1. HT (logits head, every conv layer generated) against a ProtoNet of the same CNN, widths swept;
+1. HT (logits head, every conv layer generated) against a ProtoNet of the same CNN, widths swept
+   (``full``: also HT with a prototype head);
 2. CHT (embedding head, every layer generated, width ``cht_width``) trained on sequences of
    ``train_tasks`` tasks and evaluated on ``eval_tasks = 2 x train_tasks``, task- and class-
-   incrementally, against ConstPN (the ProtoNet of the same width), MergedHT (an upper bound) and
-   naive fine-tuning of a shared head; also one task learned from a stream of mini-batches;
+   incrementally, against ConstPN (the ProtoNet of the same width), naive fine-tuning of a shared
+   head and (``full``) MergedHT (an upper bound); also one task learned from a stream of mini-batches;
 3. the exact mechanics on the trained CHT.
 """
 
@@ -25,8 +26,8 @@ from typing import Any, Literal
 import numpy as np
 
 from learnlab.continual.continual_ht_figures import plot_continual, plot_meta_training, plot_width_sweep
-from learnlab.continual.continual_ht_runs import (EVALUATIONS, SWEEP_MODELS, evaluate_worker, exact_mechanics,
-                                                  meta_worker, model_keys, splits_of)
+from learnlab.continual.continual_ht_runs import (evaluate_worker, evaluations, exact_mechanics, meta_worker,
+                                                  model_keys, splits_of)
 from learnlab.continual.episodes import check_pool
 from learnlab.continual.learning import OBJECTIVES, PROTOTYPES
 from learnlab.continual.metrics import average_accuracy, backward_transfer
@@ -60,8 +61,9 @@ class Config(StudyConfig):
         cht_width, train_tasks, eval_tasks: CHT's CNN width, its training horizon T and the test length.
         objective, prototypes: CHT's loss (task-, class-incremental or both) and old prototypes
             (recomputed from the stored supports with the newest weights, or cached).
-        steps, cht_steps, merged_steps, batch, learning_rate: Adam meta-training (episodes per step;
-            MergedHT, reported beside the claims, gets half CHT's steps in quick).
+        prototype_sweep, merged_ht: the models reported beside the claims, not read by them (``full``
+            and ``smoke``): HT with a prototype head in the width sweep, and MergedHT.
+        steps, cht_steps, merged_steps, batch, learning_rate: Adam meta-training (episodes per step).
         finetune_steps, finetune_learning_rate: the naive fine-tuning baseline, per task.
         eval_episodes, eval_sequences, eval_batch: meta-test episodes and sequences.
         workers: processes for the meta-training items and the evaluations.
@@ -89,6 +91,8 @@ class Config(StudyConfig):
     transformer_layers: int = positive(2)
     heads: int = positive(2)
     embedding_units: int = positive(16)
+    prototype_sweep: bool = False
+    merged_ht: bool = False
     cht_width: int = positive(8)
     train_tasks: int = ranged(3, ge=2)
     eval_tasks: int = ranged(6, ge=2)
@@ -122,13 +126,15 @@ class Config(StudyConfig):
 PRESETS = {
     "smoke": Config(glyph_classes=60, glyph_samples=12, train_classes=36, test_start=40, widths=(4,), cht_width=4,
                     train_tasks=2, eval_tasks=3, label_dim=8, local_features=4, shared_features=8,
-                    transformer_layers=1, embedding_units=4, steps=3, cht_steps=3, merged_steps=3, batch=2,
+                    transformer_layers=1, embedding_units=4, prototype_sweep=True, merged_ht=True, steps=3,
+                    cht_steps=3, merged_steps=3, batch=2,
                     finetune_steps=2, eval_episodes=4, eval_sequences=4, eval_batch=2, workers=1),
     "quick": Config(),
     # The HT paper's Omniglot setting (28x28, 8 channels, 3-layer transformers, 20-way) from a local
     # copy (--set data_root=DIR), CHT with 5 tasks, for a GPU.
     "full": Config(dataset="omniglot", image_size=28, ways=20, shots=5, queries=5, widths=(4, 8, 16, 32), cht_width=8,
-                   transformer_layers=3, embedding_units=32, train_tasks=5, eval_tasks=10, steps=100_000,
+                   transformer_layers=3, embedding_units=32, prototype_sweep=True, merged_ht=True, train_tasks=5,
+                   eval_tasks=10, steps=100_000,
                    cht_steps=50_000, merged_steps=50_000, batch=16, eval_episodes=1024, eval_sequences=512),
 }
 
@@ -152,14 +158,15 @@ def _mean_se(values) -> tuple[float, float]:
 def _summarise_sweep(config: Config, records: dict[str, dict[str, Any]]) -> dict[str, Any]:
     sweep, small = {}, []
     for width in config.widths:
-        ht, htp, pn = (np.asarray(records[f"{kind}-w{width}"]["test_accuracy"]) for kind in SWEEP_MODELS)
+        ht, pn = (np.asarray(records[f"{kind}-w{width}"]["test_accuracy"]) for kind in ("ht", "pn"))
         difference, se = _mean_se(ht - pn)  # paired: the same meta-test episodes
-        prototype_difference, prototype_se = _mean_se(htp - pn)
-        sweep[str(width)] = {"ht": _mean_se(ht), "ht_prototypes": _mean_se(htp), "protonet": _mean_se(pn),
-                             "ht_minus_protonet": difference, "difference_se": se,
-                             "ht_beats_protonet": difference > 2 * se,
-                             "ht_prototypes_minus_protonet": prototype_difference,
-                             "ht_prototypes_difference_se": prototype_se}
+        sweep[str(width)] = {"ht": _mean_se(ht), "protonet": _mean_se(pn), "ht_minus_protonet": difference,
+                             "difference_se": se, "ht_beats_protonet": difference > 2 * se}
+        if config.prototype_sweep:
+            htp = np.asarray(records[f"htp-w{width}"]["test_accuracy"])
+            prototype_difference, prototype_se = _mean_se(htp - pn)
+            sweep[str(width)].update(ht_prototypes=_mean_se(htp), ht_prototypes_minus_protonet=prototype_difference,
+                                     ht_prototypes_difference_se=prototype_se)
         if width <= SMALL_WIDTH:
             small.append(sweep[str(width)]["ht_beats_protonet"])
     return {"width_sweep": sweep, "ht_beats_protonet_at_small_widths": bool(small) and all(small)}
@@ -194,7 +201,7 @@ def _summarise_continual(config: Config, evaluation: dict[str, dict[str, Any]]) 
     measured["cht_minus_finetune_class_average_at_horizon"] = difference
     measured["cht_minus_finetune_se"] = se
     measured["cht_beats_finetune_class_incremental"] = difference > 2 * se
-    for name in ("cht", "cht-cached", "constpn", "merged-ht", "finetune"):
+    for name in [name for name in ("cht", "cht-cached", "constpn", "merged-ht", "finetune") if name in evaluation]:
         measured[f"{name}_class_average_at_horizon"] = float(average_at_horizon(name).mean())
     measured["minibatches_accuracy_after"] = np.asarray(evaluation["minibatches"]["task"]).mean(axis=-1).tolist()
     return measured
@@ -209,7 +216,7 @@ def run(config: Config, ctx: RunContext) -> dict[str, Any]:
         description="meta-training (models)").records}
     measured = _summarise_sweep(config, trained)
     evaluation = {record["id"]: record for record in ctx.stage_items(
-        "evaluation", list(EVALUATIONS), evaluate_worker, (config, str(models)), workers=config.workers,
+        "evaluation", evaluations(config), evaluate_worker, (config, str(models)), workers=config.workers,
         description="continual scenarios (methods)").records}
     measured.update(_summarise_continual(config, evaluation))
     measured.update(ctx.stage("mechanics", lambda: exact_mechanics(config, models, ctx.seed)))
@@ -226,8 +233,8 @@ CLAIMS = (
         "C1",
         f"With every conv layer generated, HT (its generated logits head, as in the HT paper) beats a ProtoNet of the "
         f"same CNN on meta-test tasks at every swept width <= {SMALL_WIDTH} channels (paired difference > 2 standard "
-        "errors); the width sweep, with HT reading a generated embedding by prototypes beside it, is in figure "
-        "width_sweep",
+        "errors); the width sweep (with prototype_sweep, HT reading a generated embedding by prototypes beside it) "
+        "is in figure width_sweep",
         "Zhmoginov et al. 2022 abstract and §5 (generation pays off for small target CNNs)",
         "HT > ProtoNet at 4-8 channels",
         (is_true("ht_beats_protonet_at_small_widths"),),
@@ -243,7 +250,8 @@ CLAIMS = (
     Claim(
         "C3",
         "Class-incremental accuracy over the T tasks (after task T) of CHT is above naive fine-tuning of a shared "
-        "head (paired difference > 2 standard errors); backward transfer, MergedHT and ConstPN are reported",
+        "head (paired difference > 2 standard errors); backward transfer, ConstPN and (with merged_ht) MergedHT are "
+        "reported",
         "Vladymyrov et al. 2024 §5 (class-incremental learning without forgetting)",
         "CHT > fine-tuning",
         (is_true("cht_beats_finetune_class_incremental"),),
@@ -279,5 +287,5 @@ STUDY = Study(
     claims=CLAIMS,
     summary="A transformer writes a small CNN's weights from a support set, and rewrites them task after task.",
     figures=("width_sweep", "continual_accuracy", "meta_training"),
-    reference_seconds={"quick": 254},
+    reference_seconds={"quick": 200},
 )

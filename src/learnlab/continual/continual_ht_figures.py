@@ -21,6 +21,8 @@ def plot_width_sweep(ctx: Any, config: Any, sweep: dict[str, dict[str, Any]]) ->
     for key, label, color in (("ht", "HT, logits head (all layers generated)", "k"),
                               ("ht_prototypes", "HT, prototype head (all layers generated)", "tab:gray"),
                               ("protonet", "ProtoNet (trained CNN)", "tab:blue")):
+        if key not in sweep[str(widths[0])]:
+            continue
         means = np.array([sweep[str(width)][key][0] for width in widths])
         errors = np.array([2 * sweep[str(width)][key][1] for width in widths])
         axis.errorbar(widths, means, yerr=errors, marker="o", color=color, capsize=3, label=label)

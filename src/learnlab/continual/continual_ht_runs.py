@@ -39,6 +39,16 @@ SWEEP_MODELS = ("ht", "htp", "pn")
 EVALUATIONS = ("cht", "cht-cached", "constpn", "merged-ht", "finetune", "minibatches")
 
 
+def sweep_models(config: Any) -> tuple[str, ...]:
+    """The width sweep's models: HT, ProtoNet and, with ``prototype_sweep``, HT with a prototype head."""
+    return SWEEP_MODELS if config.prototype_sweep else ("ht", "pn")
+
+
+def evaluations(config: Any) -> list[str]:
+    """The continual scenarios' methods (MergedHT only with ``merged_ht``)."""
+    return [name for name in EVALUATIONS if name != "merged-ht" or config.merged_ht]
+
+
 @lru_cache(maxsize=2)
 def few_shot_splits(dataset: str, root: str, image_size: int, glyph_classes: int, samples: int, train_classes: int,
                     test_start: int, seed: int) -> FewShotSplits:
@@ -70,7 +80,8 @@ def _relative_cost(config: Any, key: str) -> float:
 def model_keys(config: Any) -> list[str]:
     """Every model, the longest meta-training first (free worker processes take the next item, so the
     long ones start early and the short ones fill in at the end)."""
-    keys = [f"{kind}-w{width}" for width in config.widths for kind in SWEEP_MODELS] + ["cht", "merged-ht"]
+    keys = [f"{kind}-w{width}" for width in config.widths for kind in sweep_models(config)]
+    keys += ["cht", "merged-ht"] if config.merged_ht else ["cht"]
     return sorted(keys, key=lambda key: -_relative_cost(config, key))
 
 

@@ -96,6 +96,7 @@ def _spawned(rank: int, world_size: int, init_file: str, settings: FederationSet
         everyone = run_agent(settings, seed, exchange)
         if rank == 0:
             torch.save(everyone, out)
+        dist.barrier()  # tear down together: a peer closing its pairs mid-teardown can abort gloo (std::terminate)
     finally:
         dist.destroy_process_group()
 
@@ -166,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         everyone = run_agent(settings, args.seed, args.exchange, device)
         if dist.get_rank() == 0:
             _write(args.out, settings, args.seed, [agent["metrics"] for agent in everyone])
+        dist.barrier()
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -14,10 +14,10 @@ pretraining AdamW state at the schedule's final learning rate) on background tex
 replaces one row of the minibatch for K steps (the priming protocol of Sun et al. 2025, §3), facts
 of one type and disjoint keywords and subjects sharing a run, then training goes on for a long
 horizon. Every fact's S_mem and S_prime (Sun et al. 2025, §3) are tracked on a log-spaced step
-grid; a no-injection control run with the same seed and data order measures drift. The
-conflicting run is repeated with sparse updates (:mod:`sparse_updates`: keep-top-k or drop-top-k
-of each window's accumulated update, with random-k controls) after the injection (and, as a second
-protocol, from the injection on). A user's model (``model=``, ``background=``) and typed
+grid; a no-injection control run with the same seed and data order measures drift (``full``; in
+``quick`` with ``drift_control=true``). The conflicting run is repeated with sparse updates
+(:mod:`sparse_updates`: keep-top-k or drop-top-k of each window's accumulated update, with random-k
+controls) after the injection (and, as a second protocol in ``full``, from the injection on). A user's model (``model=``, ``background=``) and typed
 Outlandish-format samples (``samples=`` with a ``type`` field, ``probes=``) replace the built-ins.
 """
 
@@ -63,7 +63,9 @@ class Config(StudyConfig):
             combination, else every window at ``headline_fraction`` and every fraction at
             ``headline_window``; each with its random-k control.
         sparse_protocols: when the sparse updates start: ``after`` the injection, or ``from-injection``
-            (the first injection step on).
+            (the first injection step on; ``full`` only by default).
+        drift_control: also run the no-injection control (drift of continued training alone; its
+            drift-corrected summaries are reported beside the claims, which do not read them).
         background_documents, heldout_windows, heldout_length: the texts (held-out loss windows).
         bootstrap: resamples of the medians' intervals; workers: processes sharing the runs.
     """
@@ -92,7 +94,8 @@ class Config(StudyConfig):
     headline_window: int = positive(10)
     headline_fraction: float = ranged(0.08, gt=0, lt=1)
     full_grid: bool = False
-    sparse_protocols: tuple[Literal["after", "from-injection"], ...] = ("after", "from-injection")
+    sparse_protocols: tuple[Literal["after", "from-injection"], ...] = ("after",)
+    drift_control: bool = False
     background_documents: int = positive(4000)
     heldout_windows: int = positive(64)
     heldout_length: int = positive(64)
@@ -124,10 +127,11 @@ PRESETS = {
     "smoke": Config(world_preset="smoke", batch_size=4, facts_per_step=2, presentations=3, horizon=24, grid_points=4,
                     checkpoint_every=10, sparse_windows=(2,), sparse_modes=("drop",), headline_window=2,
                     background_documents=200, heldout_windows=4, heldout_length=16, bootstrap=50,
-                    workers=1),
+                    sparse_protocols=("after", "from-injection"), drift_control=True, workers=1),
     "quick": Config(),
     "full": Config(world_preset="full", instances=3, batch_size=16, horizon=20000, grid_points=24, checkpoint_every=1000,
-                   sparse_modes=("keep", "drop"), sparse_windows=(1, 10, 40), sparse_fractions=(0.04, 0.08, 0.16), full_grid=True, workers=1),
+                   sparse_modes=("keep", "drop"), sparse_windows=(1, 10, 40), sparse_fractions=(0.04, 0.08, 0.16), full_grid=True,
+                   sparse_protocols=("after", "from-injection"), drift_control=True, workers=1),
 }
 
 
@@ -192,7 +196,8 @@ CLAIMS = (
     ),
     Claim(
         "F3",
-        "Multi-step sparse updates (after the injection, or from the injection on) cut the conflicting facts' median "
+        "Multi-step sparse updates (the best configured variant: after the injection; full also from the injection on) "
+        "cut the conflicting facts' median "
         "log S_prime at the end of the horizon by >= 50% against the unmitigated run, with the held-out background "
         "loss within 1% of it and still falling over the horizon (means over its second vs first half); the random-k "
         "control at the same settings cuts less (best_variant names the variant; mitigation lists every variant)",
@@ -213,5 +218,5 @@ STUDY = Study(
     summary="How long injected facts of three types last and prime, and multi-step sparse updates that erase them.",
     requires=("world",),
     figures=("retention", "mitigation"),
-    reference_seconds={"quick": 481},
+    reference_seconds={"quick": 300},
 )

@@ -129,8 +129,9 @@ def load_data(config: Any, world: Any) -> FabricatedData:
 
 
 def run_keys(data: FabricatedData, config: Any) -> list[str]:
-    """The no-injection control, every injected run, and every sparse-update run."""
-    return ["control", *data.runs, *(f"mitigation-{variant.key}" for variant in mitigation_plan(config))]
+    """The no-injection control (with ``drift_control``), every injected run, and every sparse-update run."""
+    control = ["control"] if config.drift_control else []
+    return [*control, *data.runs, *(f"mitigation-{variant.key}" for variant in mitigation_plan(config))]
 
 
 # --- the worker ------------------------------------------------------------------------------------

@@ -103,10 +103,10 @@ def fresh_optimizer(model: torch.nn.Module, settings: InsertionSettings) -> torc
     """A new optimizer of ``settings.optimizer`` at ``settings.learning_rate`` over the trainable parameters."""
     parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
     if settings.optimizer == "sgd":
-        return torch.optim.SGD(parameters, lr=settings.learning_rate)
+        return torch.optim.SGD(parameters, lr=settings.learning_rate, foreach=True)
     if settings.optimizer == "adam":
-        return torch.optim.Adam(parameters, lr=settings.learning_rate)
-    return torch.optim.AdamW(parameters, lr=settings.learning_rate)
+        return torch.optim.Adam(parameters, lr=settings.learning_rate, foreach=True)
+    return torch.optim.AdamW(parameters, lr=settings.learning_rate, foreach=True)
 
 
 def background_batch(stream: torch.Tensor, step: int, rows: int, length: int, seed: int) -> torch.Tensor:
