@@ -1,7 +1,9 @@
 # Two commands do everything on a fresh machine:
 #   make run   - create .venv, install, run every study (quick preset) and write the report
 #   make test  - same install, then the test suite
-# torch is installed first so that the pinned CPU build is used; override with e.g. `make test TORCH=torch`.
+# torch is pinned to the CPU build in the same install; override with e.g. `make test TORCH=torch`.
+# pip does not compile the packages' bytecode (most of it is never imported); Python writes it for the
+# modules a run imports, once, so the environment's PYTHONDONTWRITEBYTECODE is lifted here.
 PYTHON ?= python3
 TORCH ?= torch==2.13.0
 VENV ?= .venv
@@ -13,9 +15,10 @@ STAMP := $(VENV)/.installed
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
+unexport PYTHONDONTWRITEBYTECODE
+
 $(STAMP): $(VENV)/bin/python pyproject.toml
-	$(PIP) install --quiet "$(TORCH)"
-	$(PIP) install --quiet -e ".[test]"
+	$(PIP) install --quiet --no-compile "$(TORCH)" -e ".[test]"
 	touch $(STAMP)
 
 install: $(STAMP)
