@@ -259,12 +259,12 @@ def _train(config: Config, ctx: Any, variant: str, depth: int, settings: list[No
         result[f"adjusted_{name}_{noise.key}"] = adjusted
         ctx.log(model=name, setting=noise.name, adjusted_test_loss=adjusted, best_start=best)
     if group.random_parameters is not None:  # the random starts alone (no warm start): C3
-        # where the best start is a random one, its loss is the one just measured: only the others are evaluated
-        names = parameter_names(variant)
-        other = [index for index in range(len(settings))
-                 if not all(torch.equal(group.random_parameters[key][index], group.parameters[key][index]) for key in names)]
+        # where the best start is a random one (random starts come first) it is also the best random start,
+        # whose loss was just measured: only the other settings are evaluated
+        other = [index for index, best in enumerate(group.best_start) if best >= random_starts]
         losses = {index: result[f"adjusted_{name}_{noise.key}"] for index, noise in enumerate(settings)}
         if other:
+            names = parameter_names(variant)
             random_model = model_from_parameters(variant, {key: group.random_parameters[key][other] for key in names}, config.dim)
             losses.update(zip(other, adjusted_test_losses(random_model, [test[index] for index in other])))
         for index, noise in enumerate(settings):
